@@ -1,0 +1,435 @@
+//! The command line, in one place: every option of `pypi-server run` with its meaning and
+//! default, plus wheelhouse's own. Parsing turns it into a checked [`ServerConfig`]; nothing
+//! else reads the arguments.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::auth::{Action, StaticUser, ENV_PASSWORD, ENV_USERNAME};
+use crate::digest::HashAlgo;
+use crate::index::{BackendKind, IndexConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wheelhouse",
+    version,
+    about = "A private Python package index: a drop-in for pypiserver that stays consistent across replicas sharing one directory"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the package directories (takes every option of `pypi-server run`).
+    Run(Box<RunArgs>),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = concat!(
+    "Credentials: besides -P, one user can be given through the environment variables ",
+    "WHEELHOUSE_USERNAME and WHEELHOUSE_PASSWORD (both or neither), as a container ",
+    "platform injects a secret.\n\nLog filtering can be refined with RUST_LOG (e.g. RUST_LOG=wheelhouse=debug)."
+))]
+pub struct RunArgs {
+    /// Package directories; uploads go to the first. Each is scanned recursively.
+    #[arg(value_name = "PACKAGES_DIRECTORY")]
+    pub directories: Vec<PathBuf>,
+
+    /// Port to listen on.
+    #[arg(short = 'p', long, default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address or host name to listen on.
+    #[arg(
+        short = 'i',
+        short_alias = 'H',
+        long = "interface",
+        alias = "host",
+        default_value = "0.0.0.0"
+    )]
+    pub interface: String,
+
+    /// Actions that need a password: a comma-separated list of download, list, update, or '.'
+    /// for none.
+    #[arg(short = 'a', long, default_value = "update")]
+    pub authenticate: String,
+
+    /// htpasswd file with the users (bcrypt, $apr1$, {SHA} or plain entries), or '.' for none
+    /// (then -a must be '.' too). Re-read when it changes.
+    #[arg(short = 'P', long)]
+    pub passwords: Option<String>,
+
+    /// Answer 404 for projects that are not here instead of redirecting to --fallback-url.
+    #[arg(long)]
+    pub disable_fallback: bool,
+
+    /// Where requests for projects that are not here are redirected.
+    #[arg(long, default_value = "https://pypi.org/simple/")]
+    pub fallback_url: String,
+
+    /// Path of the health check, which answers "Ok" without touching the disk.
+    #[arg(long, default_value = "/health")]
+    pub health_endpoint: String,
+
+    /// Accepted for compatibility and ignored: wheelhouse always serves with its own
+    /// asynchronous HTTP server (sized by --workers).
+    #[arg(long, value_name = "SERVER")]
+    pub server: Option<String>,
+
+    /// Allow an upload to replace an existing file.
+    #[arg(short = 'o', long)]
+    pub overwrite: bool,
+
+    /// HTML file served as the welcome page at / (read once at start-up).
+    #[arg(long, value_name = "HTML_FILE")]
+    pub welcome: Option<PathBuf>,
+
+    /// Add `Cache-Control: public, max-age=AGE` to package downloads.
+    #[arg(long, value_name = "AGE")]
+    pub cache_control: Option<u64>,
+
+    /// Digest put in links for pip to check: md5, sha1, sha224, sha256, sha384, sha512, or
+    /// off.
+    #[arg(long, default_value = "sha256")]
+    pub hash_algo: String,
+
+    /// Storage backend: auto (the default), simple-dir (scan on every request) or cached-dir.
+    #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
+    pub backend: BackendKind,
+
+    /// External base URL (e.g. https://pypi.example.com/prefix) used in links and redirects,
+    /// for when a proxy serves the index under another URL.
+    #[arg(long, value_name = "URL")]
+    pub server_base_url: Option<String>,
+
+    /// More logging: -v debug, -vv trace (the default, info, shows the access log).
+    #[arg(short = 'v', action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Also write the log to this file (appended).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Where the log goes: stderr, stdout or none.
+    #[arg(long, default_value = "stderr")]
+    pub log_stream: String,
+
+    /// Accepted for compatibility and ignored: Python logging formats do not apply; wheelhouse
+    /// logs one structured line per event and request.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_frmt: Option<String>,
+
+    /// Accepted and ignored (see --log-frmt); the access log line has method, path, status,
+    /// bytes, duration and user.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_req_frmt: Option<String>,
+
+    /// Accepted and ignored (see --log-frmt).
+    #[arg(long, value_name = "FORMAT")]
+    pub log_res_frmt: Option<String>,
+
+    /// Accepted and ignored (see --log-frmt).
+    #[arg(long, value_name = "FORMAT")]
+    pub log_err_frmt: Option<String>,
+
+    /// Request threads (default: the number of CPUs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+
+    /// Largest upload accepted, e.g. 500M, 1G, 2GiB or a number of bytes; bigger ones get 413
+    /// before their body is read.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub max_upload_size: u64,
+
+    /// Seconds that in-flight requests (uploads) get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub shutdown_grace: u32,
+}
+
+/// How the log is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stderr,
+    Stdout,
+    None,
+}
+
+/// A checked configuration of the server.
+#[derive(Debug)]
+pub struct ServerConfig {
+    pub address: IpAddr,
+    pub port: u16,
+    pub index: IndexConfig,
+    pub backend: BackendKind,
+    pub protected: HashSet<Action>,
+    pub htpasswd: Option<PathBuf>,
+    pub static_user: Option<StaticUser>,
+    pub fallback_url: Option<String>,
+    pub health_endpoint: String,
+    pub welcome_html: Option<String>,
+    pub cache_control: Option<u64>,
+    pub base_url: Option<String>,
+    pub workers: Option<u16>,
+    pub max_upload_size: u64,
+    pub shutdown_grace: Duration,
+    pub verbosity: u8,
+    pub log_file: Option<PathBuf>,
+    pub log_stream: LogStream,
+    /// Options that were accepted for compatibility but have no effect, to tell the user.
+    pub ignored: Vec<String>,
+}
+
+/// Parses sizes such as `1GiB`, `500M`, `2g` or `1048576` (K/M/G/T are binary multiples, as
+/// for `ulimit` and nginx's `client_max_body_size`).
+pub fn parse_size(raw: &str) -> Result<u64, String> {
+    let trimmed = raw.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| {
+        format!("invalid size {raw:?}: expected a number of bytes or e.g. 500M, 1GiB")
+    })?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "invalid size {raw:?}: unknown unit {unit:?} (use K, M, G or T)"
+            ))
+        }
+    };
+    let size = number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("invalid size {raw:?}: too large"))?;
+    if size == 0 {
+        return Err(format!("invalid size {raw:?}: must be more than 0"));
+    }
+    Ok(size)
+}
+
+fn parse_hash_algo(raw: &str) -> Result<Option<HashAlgo>, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        // pypiserver also reads these as "off".
+        "off" | "false" | "no" | "0" | "none" => Ok(None),
+        _ => raw.parse::<HashAlgo>().map(Some),
+    }
+}
+
+fn resolve_interface(raw: &str) -> Result<IpAddr, String> {
+    if let Ok(ip) = raw.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    (raw, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .map(|addr| addr.ip())
+        .ok_or_else(|| {
+            format!("invalid --interface {raw:?}: not an IP address or a resolvable host name")
+        })
+}
+
+impl RunArgs {
+    /// Checks every option and reads the environment; every error names the option and the
+    /// bad value.
+    pub fn into_config(self) -> Result<ServerConfig, String> {
+        let directories = if self.directories.is_empty() {
+            let home = std::env::var_os("HOME").ok_or(
+                "no PACKAGES_DIRECTORY given and HOME is not set to find the default ~/packages",
+            )?;
+            vec![PathBuf::from(home).join("packages")]
+        } else {
+            self.directories
+        };
+        for dir in &directories {
+            if !dir.is_dir() {
+                return Err(format!(
+                    "package directory {} does not exist or is not a directory",
+                    dir.display()
+                ));
+            }
+        }
+        let protected = Action::parse_list(&self.authenticate)?;
+        let htpasswd = match self.passwords.as_deref() {
+            None | Some(".") => None,
+            Some(path) => Some(PathBuf::from(path)),
+        };
+        if self.passwords.as_deref() == Some(".") && !protected.is_empty() {
+            return Err(format!(
+                "-P . (no password file) needs -a . (no protected actions), but -a is {:?}",
+                self.authenticate
+            ));
+        }
+        let static_user = StaticUser::from_env()?;
+        if protected.is_empty() && (htpasswd.is_some() || static_user.is_some()) {
+            tracing::warn!(
+                "-a . protects nothing: the password file and {ENV_USERNAME}/{ENV_PASSWORD} are not used"
+            );
+        }
+        let hash_algo = parse_hash_algo(&self.hash_algo)
+            .map_err(|err| format!("invalid --hash-algo: {err}"))?;
+        if !self.health_endpoint.starts_with('/') || self.health_endpoint.len() < 2 {
+            return Err(format!(
+                "invalid --health-endpoint {:?}: it must be a path like /health",
+                self.health_endpoint
+            ));
+        }
+        if self.health_endpoint.contains(['?', '#', '<', '>', ' ']) {
+            return Err(format!(
+                "invalid --health-endpoint {:?}: it must be a plain path",
+                self.health_endpoint
+            ));
+        }
+        let base_url = match self.server_base_url {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            Some(url) => {
+                return Err(format!(
+                    "invalid --server-base-url {url:?}: it must start with http:// or https://"
+                ))
+            }
+            None => None,
+        };
+        let welcome_html = self
+            .welcome
+            .map(|path| {
+                std::fs::read_to_string(&path)
+                    .map_err(|err| format!("cannot read --welcome file {}: {err}", path.display()))
+            })
+            .transpose()?;
+        let log_stream = match self.log_stream.to_ascii_lowercase().as_str() {
+            "stderr" => LogStream::Stderr,
+            "stdout" => LogStream::Stdout,
+            "none" => LogStream::None,
+            other => {
+                return Err(format!(
+                    "invalid --log-stream {other:?}: expected stderr, stdout or none"
+                ))
+            }
+        };
+        let mut ignored = Vec::new();
+        if let Some(server) = self.server {
+            ignored.push(format!(
+                "--server {server} (wheelhouse uses its own HTTP server)"
+            ));
+        }
+        for (flag, value) in [
+            ("--log-frmt", self.log_frmt),
+            ("--log-req-frmt", self.log_req_frmt),
+            ("--log-res-frmt", self.log_res_frmt),
+            ("--log-err-frmt", self.log_err_frmt),
+        ] {
+            if let Some(value) = value {
+                ignored.push(format!(
+                    "{flag} {value:?} (Python logging formats do not apply)"
+                ));
+            }
+        }
+        Ok(ServerConfig {
+            address: resolve_interface(&self.interface)?,
+            port: self.port,
+            index: IndexConfig {
+                roots: directories,
+                hash_algo,
+                overwrite: self.overwrite,
+            },
+            backend: self.backend,
+            protected,
+            htpasswd,
+            static_user,
+            fallback_url: (!self.disable_fallback).then_some(self.fallback_url),
+            health_endpoint: self.health_endpoint,
+            welcome_html,
+            cache_control: self.cache_control,
+            base_url,
+            workers: self.workers,
+            max_upload_size: self.max_upload_size,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace.into()),
+            verbosity: self.verbose,
+            log_file: self.log_file,
+            log_stream,
+            ignored,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> Result<ServerConfig, String> {
+        let cli = Cli::try_parse_from(["wheelhouse", "run"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        let Command::Run(run) = cli.command;
+        run.into_config()
+    }
+
+    #[test]
+    fn pypiserver_command_lines_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let config = run_args(&["-p", "9000", "-H", "127.0.0.1", "-P", ".", "-a", ".", d]).unwrap();
+        assert_eq!(config.port, 9000);
+        assert!(config.protected.is_empty());
+        let config = run_args(&[
+            "--host",
+            "localhost",
+            "--hash-algo",
+            "off",
+            "--disable-fallback",
+            d,
+        ])
+        .unwrap();
+        assert!(config.address.is_loopback());
+        assert_eq!(config.index.hash_algo, None);
+        assert_eq!(config.fallback_url, None);
+        let config = run_args(&["--server", "gunicorn", "--log-frmt", "%(message)s", d]).unwrap();
+        assert_eq!(config.ignored.len(), 2);
+    }
+
+    #[test]
+    fn err_each_bad_value_is_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let cases: &[(&[&str], &str)] = &[
+            (&["-a", "upload"], "\"upload\""),
+            (&["-P", ".", "-a", "update"], "-a is \"update\""),
+            (&["--hash-algo", "crc32"], "\"crc32\""),
+            (&["--health-endpoint", "health"], "\"health\""),
+            (&["--server-base-url", "ftp://x"], "\"ftp://x\""),
+            (&["--log-stream", "syslog"], "\"syslog\""),
+            (&["--max-upload-size", "12Q"], "\"12Q\""),
+            (&["-i", "no such host.invalid"], "\"no such host.invalid\""),
+        ];
+        for (args, expected) in cases {
+            let mut all: Vec<&str> = args.to_vec();
+            all.push(d);
+            let err = run_args(&all).unwrap_err();
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+        let err = run_args(&["/nonexistent/packages"]).unwrap_err();
+        assert!(err.contains("/nonexistent/packages"), "{err}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("1234").unwrap(), 1234);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("99999999999T")
+            .unwrap_err()
+            .contains("too large"));
+    }
+}

@@ -1,0 +1,240 @@
+//! The package store: a set of directories of wheel and sdist files that any number of server
+//! processes may share. It knows files, project names, versions, digests and metadata; it knows
+//! nothing of HTTP.
+//!
+//! Listings come from a [`Backend`]. The one here ([`ScanBackend`]) walks the directories on
+//! every request, like pypiserver's `simple-dir`, so it is always consistent with the disk, but
+//! what it learns about a file (digests, metadata) is remembered per file version in a
+//! [`FileInfoCache`], so no file is ever hashed twice.
+
+mod cache;
+pub mod metadata;
+mod scan;
+pub mod upload;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use cache::{FileDetails, FileInfoCache};
+pub use scan::ScanBackend;
+
+use crate::digest::HashAlgo;
+use crate::names::{DistFilename, ProjectName};
+
+/// One distribution file found in a package directory.
+#[derive(Debug, Clone)]
+pub struct DistFile {
+    pub name: DistFilename,
+    pub path: PathBuf,
+    /// The path below its package directory, `/`-separated: the part of the URL after
+    /// `/packages/`.
+    pub relative_path: String,
+    pub identity: FileIdentity,
+}
+
+/// What tells one version of a file from another without reading it. A file replaced in place
+/// changes at least one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    pub size: u64,
+    pub modified: SystemTime,
+    pub inode: u64,
+    pub device: u64,
+}
+
+impl FileIdentity {
+    pub fn of(metadata: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            size: metadata.len(),
+            modified: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            inode: metadata.ino(),
+            device: metadata.dev(),
+        }
+    }
+}
+
+/// Every distribution file, grouped by project, each project's files in version order.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub projects: BTreeMap<ProjectName, Vec<Arc<DistFile>>>,
+}
+
+impl Snapshot {
+    pub fn from_files(files: impl IntoIterator<Item = DistFile>) -> Self {
+        let mut projects: BTreeMap<ProjectName, Vec<Arc<DistFile>>> = BTreeMap::new();
+        for file in files {
+            projects
+                .entry(file.name.project().clone())
+                .or_default()
+                .push(Arc::new(file));
+        }
+        for files in projects.values_mut() {
+            files.sort_by(|a, b| {
+                a.name
+                    .parsed_version()
+                    .cmp(b.name.parsed_version())
+                    .then_with(|| a.name.filename().cmp(b.name.filename()))
+            });
+        }
+        Self { projects }
+    }
+
+    pub fn files(&self) -> impl Iterator<Item = &Arc<DistFile>> {
+        self.projects.values().flatten()
+    }
+
+    pub fn project(&self, project: &ProjectName) -> Option<&[Arc<DistFile>]> {
+        self.projects.get(project).map(Vec::as_slice)
+    }
+
+    pub fn find_filename(&self, filename: &str) -> Option<&Arc<DistFile>> {
+        self.files().find(|f| f.name.filename() == filename)
+    }
+}
+
+/// Where listings come from. The scanning backend is the reference; a caching backend slots in
+/// behind the same calls.
+pub trait Backend: Send + Sync {
+    /// Every distribution file as the directories hold it now.
+    fn snapshot(&self) -> std::io::Result<Arc<Snapshot>>;
+    /// Tells the backend that a file was published or removed through this process.
+    fn invalidate(&self) {}
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// The default: `simple-dir` today.
+    Auto,
+    /// Scan the directories on every request (always consistent).
+    SimpleDir,
+    /// pypiserver's per-process cache; served by the scanning backend for now.
+    CachedDir,
+}
+
+/// Settings of the store.
+#[derive(Debug, Clone)]
+pub struct IndexConfig {
+    /// The package directories; uploads go to the first.
+    pub roots: Vec<PathBuf>,
+    /// The digest advertised in links, or none (`--hash-algo off`).
+    pub hash_algo: Option<HashAlgo>,
+    /// Replace an existing file on upload instead of refusing it.
+    pub overwrite: bool,
+}
+
+/// The package store.
+pub struct Index {
+    config: IndexConfig,
+    backend: Box<dyn Backend>,
+    cache: FileInfoCache,
+}
+
+impl Index {
+    pub fn open(config: IndexConfig) -> Self {
+        let backend = Box::new(ScanBackend::new(config.roots.clone()));
+        Self {
+            cache: FileInfoCache::new(config.hash_algo),
+            config,
+            backend,
+        }
+    }
+
+    pub fn config(&self) -> &IndexConfig {
+        &self.config
+    }
+
+    pub fn upload_dir(&self) -> &Path {
+        &self.config.roots[0]
+    }
+
+    pub fn snapshot(&self) -> std::io::Result<Arc<Snapshot>> {
+        let snapshot = self.backend.snapshot()?;
+        self.cache.retain_only(snapshot.files());
+        Ok(snapshot)
+    }
+
+    /// What the index advertises about a file; computed once per file version.
+    pub fn details(&self, file: &DistFile) -> std::io::Result<Arc<FileDetails>> {
+        self.cache.details(file)
+    }
+
+    pub fn cache(&self) -> &FileInfoCache {
+        &self.cache
+    }
+
+    /// Finds a file by its path below a package directory, without walking the tree. Only a
+    /// distribution file can be found this way: a path with a hidden, empty or `..` segment,
+    /// or naming anything else that happens to be in the directory, is not found.
+    pub fn find(&self, relative_path: &str) -> std::io::Result<Option<DistFile>> {
+        let segments: Vec<&str> = relative_path.split('/').collect();
+        if segments
+            .iter()
+            .any(|s| s.is_empty() || s.starts_with('.') || s.contains(['\\', '\0']))
+        {
+            return Ok(None);
+        }
+        let Ok(name) = DistFilename::parse(segments[segments.len() - 1], None) else {
+            return Ok(None);
+        };
+        for root in &self.config.roots {
+            let path = segments.iter().fold(root.clone(), |p, s| p.join(s));
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => {
+                    return Ok(Some(DistFile {
+                        name,
+                        path,
+                        relative_path: relative_path.to_owned(),
+                        identity: FileIdentity::of(&meta),
+                    }))
+                }
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) if err.raw_os_error() == Some(libc::ENOTDIR) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes every file of `project` at `version` (compared as PEP 440 versions, so `1.0`
+    /// and `1.0.0` are one version). Returns the filenames removed.
+    pub fn remove(&self, project: &ProjectName, version: &str) -> Result<Vec<String>, IndexError> {
+        let wanted: pep440_rs::Version =
+            version.parse().map_err(|_| IndexError::InvalidVersion {
+                version: version.to_owned(),
+            })?;
+        let snapshot = self.snapshot().map_err(IndexError::Io)?;
+        let mut removed = Vec::new();
+        for file in snapshot.project(project).unwrap_or_default() {
+            if *file.name.parsed_version() == wanted {
+                match std::fs::remove_file(&file.path) {
+                    Ok(()) => removed.push(file.name.filename().to_owned()),
+                    // Another replica removed it first: the outcome the caller asked for.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(IndexError::Io(err)),
+                }
+            }
+        }
+        self.backend.invalidate();
+        if removed.is_empty() {
+            return Err(IndexError::NothingToRemove {
+                project: project.to_string(),
+                version: version.to_owned(),
+            });
+        }
+        Ok(removed)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{version:?} is not a valid PEP 440 version")]
+    InvalidVersion { version: String },
+    #[error("no files of {project} {version} to remove")]
+    NothingToRemove { project: String, version: String },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

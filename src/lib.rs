@@ -1,0 +1,18 @@
+//! wheelhouse: a private Python package index.
+//!
+//! - [`names`]: project names and distribution filenames, validated when built.
+//! - [`digest`]: the digests uploads carry and links advertise.
+//! - [`index`]: the package store on a shared directory; no HTTP.
+//! - [`auth`]: htpasswd and environment credentials, with a cache for bcrypt.
+//! - [`config`]: the command line, checked in one place.
+//! - [`server`]: Rocket routes and guards.
+
+#[macro_use]
+extern crate rocket;
+
+pub mod auth;
+pub mod config;
+pub mod digest;
+pub mod index;
+pub mod names;
+pub mod server;

@@ -1,0 +1,88 @@
+//! The one error type handlers return. The policy: a client's mistake gets its 4xx status and
+//! a plain-text message that quotes the offending value; anything else is logged in full and
+//! answered with a bare 500, so internals (paths, OS errors) are not shown to clients.
+
+use rocket::http::{ContentType, Status};
+use rocket::response::{self, Responder, Response};
+use rocket::Request;
+
+use crate::index::upload::UploadError;
+use crate::index::IndexError;
+
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub(crate) status: Status,
+    pub(crate) message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: Status, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(Status::BadRequest, message)
+    }
+
+    pub(crate) fn internal(context: &str, err: impl std::fmt::Display) -> Self {
+        tracing::error!("{context}: {err}");
+        Self::new(Status::InternalServerError, "internal server error")
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(err: std::io::Error) -> Self {
+        Self::internal("I/O error", err)
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(err: UploadError) -> Self {
+        match err {
+            UploadError::AlreadyExists { .. } => Self::new(Status::Conflict, err.to_string()),
+            UploadError::Io(io) => Self::internal("storing an upload", io),
+            UploadError::InvalidFilename(_)
+            | UploadError::ProjectMismatch { .. }
+            | UploadError::DigestMismatch { .. } => Self::bad_request(err.to_string()),
+        }
+    }
+}
+
+impl From<IndexError> for ApiError {
+    fn from(err: IndexError) -> Self {
+        match err {
+            IndexError::InvalidVersion { .. } => Self::bad_request(err.to_string()),
+            IndexError::NothingToRemove { .. } => Self::new(Status::NotFound, err.to_string()),
+            IndexError::Io(io) => Self::internal("removing files", io),
+        }
+    }
+}
+
+impl<'r> Responder<'r, 'static> for ApiError {
+    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
+        let mut body = self.message;
+        body.push('\n');
+        Response::build()
+            .status(self.status)
+            .header(ContentType::Plain)
+            .sized_body(body.len(), std::io::Cursor::new(body))
+            .ok()
+    }
+}
+
+/// Runs filesystem work off the async runtime.
+pub(crate) async fn blocking<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    match rocket::tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(join) => Err(ApiError::internal("blocking task failed", join)),
+    }
+}

@@ -1,0 +1,271 @@
+//! Serving package files: HEAD, single byte ranges (206/416), ETag / If-None-Match,
+//! If-Modified-Since (304), exact Content-Length, a Content-Type that no client decompresses
+//! behind pip's back, and `--cache-control`.
+
+use std::io::SeekFrom;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rocket::http::{Header, Status};
+use rocket::response::{self, Responder, Response};
+use rocket::tokio::fs::File;
+use std::io::Seek;
+
+use rocket::tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, ReadBuf};
+use rocket::Request;
+
+use crate::index::FileIdentity;
+
+/// Content types by extension. Deliberately no `Content-Encoding: gzip` for `.tar.gz`: an HTTP
+/// client would then hand the user a decompressed file whose hash does not match.
+pub(crate) fn content_type(filename: &str) -> &'static str {
+    let lower = filename.to_ascii_lowercase();
+    if lower.ends_with(".tar.gz") || lower.ends_with(".tgz") {
+        "application/gzip"
+    } else if lower.ends_with(".tar.bz2") {
+        "application/x-bzip2"
+    } else if lower.ends_with(".tar.xz") {
+        "application/x-xz"
+    } else if lower.ends_with(".tar") {
+        "application/x-tar"
+    } else if lower.ends_with(".zip") || lower.ends_with(".whl") {
+        "application/zip"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+pub(crate) fn etag(identity: &FileIdentity) -> String {
+    let nanos = identity
+        .modified
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("\"{:x}-{nanos:x}-{:x}\"", identity.size, identity.inode)
+}
+
+/// A requested byte range, resolved against the file's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RangeRequest {
+    /// No (usable) Range header: the whole file.
+    Full,
+    /// Bytes `start..=end`.
+    Partial {
+        start: u64,
+        end: u64,
+    },
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header. Only one range is served; a header this server does not
+/// understand, or a list of ranges, is answered with the whole file, which RFC 9110 allows.
+pub(crate) fn parse_range(header: Option<&str>, len: u64) -> RangeRequest {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeRequest::Full;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeRequest::Full;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        let Ok(suffix) = last.parse::<u64>() else {
+            return RangeRequest::Full;
+        };
+        if suffix == 0 || len == 0 {
+            return RangeRequest::Unsatisfiable;
+        }
+        return RangeRequest::Partial {
+            start: len.saturating_sub(suffix),
+            end: len - 1,
+        };
+    }
+    let Ok(start) = first.parse::<u64>() else {
+        return RangeRequest::Full;
+    };
+    let end = if last.is_empty() {
+        len.saturating_sub(1)
+    } else {
+        match last.parse::<u64>() {
+            Ok(end) if end >= start => end.min(len.saturating_sub(1)),
+            _ => return RangeRequest::Full,
+        }
+    };
+    if start >= len {
+        return RangeRequest::Unsatisfiable;
+    }
+    RangeRequest::Partial { start, end }
+}
+
+/// The request headers that decide what a download answers.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Conditions {
+    pub(crate) if_none_match: Option<String>,
+    pub(crate) if_modified_since: Option<String>,
+    pub(crate) if_range: Option<String>,
+    pub(crate) range: Option<String>,
+}
+
+impl Conditions {
+    pub(crate) fn from_request(req: &Request<'_>) -> Self {
+        let get = |name| req.headers().get_one(name).map(str::to_owned);
+        Self {
+            if_none_match: get("If-None-Match"),
+            if_modified_since: get("If-Modified-Since"),
+            if_range: get("If-Range"),
+            range: get("Range"),
+        }
+    }
+
+    fn not_modified(&self, etag: &str, modified: SystemTime) -> bool {
+        if let Some(list) = &self.if_none_match {
+            // If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
+            return list.split(',').any(|tag| {
+                let tag = tag.trim();
+                tag == "*" || tag.trim_start_matches("W/") == etag
+            });
+        }
+        let Some(since) = self
+            .if_modified_since
+            .as_deref()
+            .and_then(|s| httpdate::parse_http_date(s).ok())
+        else {
+            return false;
+        };
+        truncate_to_seconds(modified) <= since
+    }
+}
+
+fn truncate_to_seconds(t: SystemTime) -> SystemTime {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// A package file, ready to be answered with.
+pub(crate) struct FileResponse {
+    /// Opened by the handler (off the runtime), positioned here.
+    pub(crate) file: std::fs::File,
+    pub(crate) filename: String,
+    pub(crate) identity: FileIdentity,
+    pub(crate) conditions: Conditions,
+    pub(crate) cache_control: Option<u64>,
+}
+
+impl<'r> Responder<'r, 'static> for FileResponse {
+    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
+        let len = self.identity.size;
+        let etag = etag(&self.identity);
+        let mut response = Response::build();
+        response
+            .raw_header("ETag", etag.clone())
+            .raw_header(
+                "Last-Modified",
+                httpdate::fmt_http_date(self.identity.modified),
+            )
+            .raw_header("Accept-Ranges", "bytes");
+        if let Some(age) = self.cache_control {
+            response.raw_header("Cache-Control", format!("public, max-age={age}"));
+        }
+        if self.conditions.not_modified(&etag, self.identity.modified) {
+            return response.status(Status::NotModified).ok();
+        }
+        response.raw_header("Content-Type", content_type(&self.filename));
+        let range_applies = self
+            .conditions
+            .if_range
+            .as_deref()
+            .is_none_or(|tag| tag.trim() == etag);
+        let range = if range_applies {
+            parse_range(self.conditions.range.as_deref(), len)
+        } else {
+            RangeRequest::Full
+        };
+        match range {
+            RangeRequest::Full => response
+                .status(Status::Ok)
+                .sized_body(usize::try_from(len).ok(), File::from_std(self.file))
+                .ok(),
+            RangeRequest::Partial { start, end } => {
+                let window = end - start + 1;
+                let mut file = self.file;
+                // lseek only moves an offset: no I/O, so doing it here does not block.
+                if let Err(err) = file.seek(SeekFrom::Start(start)) {
+                    tracing::error!("seeking in {}: {err}", self.filename);
+                    return Err(Status::InternalServerError);
+                }
+                response
+                    .status(Status::PartialContent)
+                    .header(Header::new(
+                        "Content-Range",
+                        format!("bytes {start}-{end}/{len}"),
+                    ))
+                    .sized_body(
+                        usize::try_from(window).ok(),
+                        FileWindow(File::from_std(file).take(window)),
+                    )
+                    .ok()
+            }
+            RangeRequest::Unsatisfiable => response
+                .status(Status::RangeNotSatisfiable)
+                .raw_header("Content-Range", format!("bytes */{len}"))
+                .ok(),
+        }
+    }
+}
+
+/// The bytes of a range. Rocket wants a seekable body to learn its size; the size is given up
+/// front, so seeking is never asked of it.
+struct FileWindow(rocket::tokio::io::Take<File>);
+
+impl AsyncRead for FileWindow {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncSeek for FileWindow {
+    fn start_seek(self: Pin<&mut Self>, _: SeekFrom) -> std::io::Result<()> {
+        Err(std::io::Error::other("a range body is not seekable"))
+    }
+    fn poll_complete(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<u64>> {
+        Poll::Ready(Ok(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeRequest::*;
+        assert_eq!(parse_range(None, 10), Full);
+        assert_eq!(
+            parse_range(Some("bytes=0-3"), 10),
+            Partial { start: 0, end: 3 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=5-"), 10),
+            Partial { start: 5, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-4"), 10),
+            Partial { start: 6, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=8-100"), 10),
+            Partial { start: 8, end: 9 }
+        );
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), Full);
+        assert_eq!(parse_range(Some("items=0-1"), 10), Full);
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), Full);
+    }
+}

@@ -1,0 +1,193 @@
+//! The HTTP server: Rocket routes and guards only. Handlers parse the request, ask the index
+//! and render; the index does the work.
+
+mod access_log;
+mod error;
+mod files;
+mod guards;
+mod pages;
+mod render;
+mod upload;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rocket::config::{Ident, LogLevel, Shutdown};
+use rocket::http::{Header, Method, Status};
+use rocket::response::{self, Responder, Response};
+use rocket::route::{Handler, Outcome, Route};
+use rocket::{Build, Data, Request, Rocket};
+
+use crate::auth::Authenticator;
+use crate::config::ServerConfig;
+use crate::index::upload::sweep_stale;
+use crate::index::{BackendKind, Index};
+
+/// Temp files of uploads untouched for this long belong to a process that died.
+const STALE_UPLOAD_AGE: Duration = Duration::from_secs(3600);
+
+/// What every handler can reach.
+pub struct App {
+    pub index: Arc<Index>,
+    pub auth: Arc<Authenticator>,
+    pub settings: Settings,
+}
+
+/// The request-time settings, from the command line.
+pub struct Settings {
+    pub fallback_url: Option<String>,
+    pub welcome_html: Option<String>,
+    pub cache_control: Option<u64>,
+    pub base_url: Option<String>,
+    pub max_upload_size: u64,
+}
+
+#[derive(Clone)]
+struct Health;
+
+#[rocket::async_trait]
+impl Handler for Health {
+    async fn handle<'r>(&self, req: &'r Request<'_>, _: Data<'r>) -> Outcome<'r> {
+        Outcome::from(req, "Ok")
+    }
+}
+
+/// Answers 401 with the challenge that makes pip, uv and twine ask for credentials.
+struct Challenge;
+
+impl<'r> Responder<'r, 'static> for Challenge {
+    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
+        let body = "authentication required\n";
+        Response::build()
+            .status(Status::Unauthorized)
+            .header(Header::new("WWW-Authenticate", "Basic realm=\"pypi\""))
+            .header(rocket::http::ContentType::Plain)
+            .sized_body(body.len(), std::io::Cursor::new(body))
+            .ok()
+    }
+}
+
+#[catch(401)]
+fn unauthorized() -> Challenge {
+    Challenge
+}
+
+#[catch(default)]
+fn other_error(status: Status, _: &Request<'_>) -> (Status, String) {
+    let reason = match status.code {
+        403 => "access denied: these credentials may not do this",
+        404 => "not found",
+        406 => "none of the media types in Accept can be served: use application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html or text/html",
+        _ => status.reason().unwrap_or("error"),
+    };
+    (status, format!("{reason}\n"))
+}
+
+/// Builds the server from a checked configuration. Fails only if the password file cannot
+/// be read.
+pub fn build(config: &ServerConfig) -> Result<Rocket<Build>, String> {
+    let auth = Authenticator::new(
+        config.protected.clone(),
+        config.htpasswd.clone(),
+        config.static_user.clone(),
+    )?;
+    if config.protected.iter().next().is_some() && !auth.has_credentials() {
+        tracing::warn!(
+            "actions {:?} need a password but no -P file or {}/{} is given: they will be refused",
+            config.protected,
+            crate::auth::ENV_USERNAME,
+            crate::auth::ENV_PASSWORD
+        );
+    }
+    if config.backend == BackendKind::CachedDir {
+        tracing::info!(
+            "--backend cached-dir: served by the scanning backend, which is always consistent"
+        );
+    }
+    let app = App {
+        index: Arc::new(Index::open(config.index.clone())),
+        auth: Arc::new(auth),
+        settings: Settings {
+            fallback_url: config.fallback_url.clone(),
+            welcome_html: config.welcome_html.clone(),
+            cache_control: config.cache_control,
+            base_url: config.base_url.clone(),
+            max_upload_size: config.max_upload_size,
+        },
+    };
+    let mut rocket_config = rocket::Config {
+        address: config.address,
+        port: config.port,
+        log_level: LogLevel::Off,
+        cli_colors: false,
+        ident: Ident::try_new("wheelhouse").expect("a valid ident"),
+        shutdown: Shutdown {
+            grace: u32::try_from(config.shutdown_grace.as_secs()).unwrap_or(u32::MAX),
+            mercy: 5,
+            ..Shutdown::default()
+        },
+        ..rocket::Config::default()
+    };
+    if let Some(workers) = config.workers {
+        rocket_config.workers = usize::from(workers);
+    }
+    let health = Route::ranked(0, Method::Get, &config.health_endpoint, Health);
+    Ok(rocket::custom(rocket_config)
+        .manage(app)
+        .attach(access_log::AccessLog)
+        .mount("/", vec![health])
+        .mount(
+            "/",
+            routes![
+                pages::welcome,
+                pages::simple_index,
+                pages::simple_project,
+                pages::all_files,
+                pages::download,
+                pages::project_json,
+                pages::project_redirect,
+                upload::post_root,
+                upload::post_legacy,
+                upload::post_simple,
+            ],
+        )
+        .register("/", catchers![unauthorized, other_error]))
+}
+
+/// Runs the server until SIGTERM or Ctrl-C, then gives in-flight requests the grace period.
+pub async fn launch(config: ServerConfig) -> anyhow::Result<()> {
+    let upload_dir = config.index.roots[0].clone();
+    match sweep_stale(&upload_dir, STALE_UPLOAD_AGE) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} stale upload temp file(s)"),
+        Err(err) => tracing::warn!("sweeping {}: {err}", upload_dir.display()),
+    }
+    rocket::tokio::spawn(async move {
+        let mut every = rocket::tokio::time::interval(STALE_UPLOAD_AGE);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let dir = upload_dir.clone();
+            let _ =
+                rocket::tokio::task::spawn_blocking(move || sweep_stale(&dir, STALE_UPLOAD_AGE))
+                    .await;
+        }
+    });
+    let rocket = build(&config).map_err(anyhow::Error::msg)?;
+    let rocket = rocket.ignite().await?;
+    tracing::info!(
+        "wheelhouse {} serving {} on http://{}:{}",
+        env!("CARGO_PKG_VERSION"),
+        config
+            .index
+            .roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        config.address,
+        config.port
+    );
+    rocket.launch().await?;
+    Ok(())
+}

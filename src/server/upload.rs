@@ -1,0 +1,274 @@
+//! `POST /` (and `/legacy/`, `/simple/`): the legacy upload API that twine, uv publish, poetry
+//! and pdm speak, plus pypiserver's `remove_pkg`. Never redirects: twine aborts on a redirect.
+//!
+//! The multipart body is parsed as a stream; the `content` part goes straight into the
+//! index's staging file, so memory does not grow with the size of the upload.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use rocket::data::{Data, ToByteUnit};
+use rocket::http::Status;
+use rocket::request::{FromRequest, Outcome, Request};
+use rocket::State;
+use tokio_util::io::ReaderStream;
+
+use super::error::{blocking, ApiError};
+use super::guards::CanUpdate;
+use super::App;
+use crate::index::upload::{StagedUpload, UploadClaim};
+use crate::names::ProjectName;
+
+/// Longest text field accepted (the long description is the big one).
+const MAX_FIELD_BYTES: usize = 8 * 1024 * 1024;
+
+/// The headers that decide how a POST body is read.
+pub(crate) struct BodyInfo {
+    content_type: Option<String>,
+    content_length: Option<u64>,
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for BodyInfo {
+    type Error = std::convert::Infallible;
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        Outcome::Success(BodyInfo {
+            content_type: req.headers().get_one("Content-Type").map(str::to_owned),
+            content_length: req
+                .headers()
+                .get_one("Content-Length")
+                .and_then(|v| v.trim().parse().ok()),
+        })
+    }
+}
+
+#[post("/", data = "<data>")]
+pub(crate) async fn post_root(
+    _allowed: CanUpdate,
+    body: BodyInfo,
+    data: Data<'_>,
+    app: &State<App>,
+) -> Result<String, ApiError> {
+    handle(body, data, app).await
+}
+
+#[post("/legacy", data = "<data>")]
+pub(crate) async fn post_legacy(
+    _allowed: CanUpdate,
+    body: BodyInfo,
+    data: Data<'_>,
+    app: &State<App>,
+) -> Result<String, ApiError> {
+    handle(body, data, app).await
+}
+
+#[post("/simple", data = "<data>")]
+pub(crate) async fn post_simple(
+    _allowed: CanUpdate,
+    body: BodyInfo,
+    data: Data<'_>,
+    app: &State<App>,
+) -> Result<String, ApiError> {
+    handle(body, data, app).await
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        Status::PayloadTooLarge,
+        format!(
+            "the upload is larger than the server's limit of {limit} bytes (--max-upload-size)"
+        ),
+    )
+}
+
+/// The form as received: text fields (first value of each) and the staged file.
+struct Received {
+    fields: HashMap<String, String>,
+    content: Option<(String, StagedUpload)>,
+}
+
+async fn handle(body: BodyInfo, data: Data<'_>, app: &App) -> Result<String, ApiError> {
+    let limit = app.settings.max_upload_size;
+    if body.content_length.is_some_and(|len| len > limit) {
+        return Err(too_large(limit));
+    }
+    let content_type = body.content_type.unwrap_or_default();
+    let received = if content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        read_multipart(&content_type, data, app).await?
+    } else if content_type
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        read_urlencoded(data).await?
+    } else {
+        return Err(ApiError::bad_request(format!(
+            "expected a multipart/form-data or urlencoded form, got Content-Type {content_type:?}"
+        )));
+    };
+    let action = received
+        .fields
+        .get(":action")
+        .map(String::as_str)
+        .unwrap_or("");
+    match action {
+        "file_upload" => file_upload(received, app).await,
+        "remove_pkg" => remove_pkg(&received.fields, app).await,
+        // pypiserver accepts these and does nothing; so do we.
+        "doc_upload" | "verify" | "submit" => {
+            tracing::info!("ignored :action={action}");
+            Ok(String::new())
+        }
+        "" => Err(ApiError::bad_request("missing :action field")),
+        other => Err(ApiError::bad_request(format!(
+            "unsupported :action {other:?} (expected file_upload, remove_pkg, doc_upload, verify or submit)"
+        ))),
+    }
+}
+
+async fn read_multipart(
+    content_type: &str,
+    data: Data<'_>,
+    app: &App,
+) -> Result<Received, ApiError> {
+    let limit = app.settings.max_upload_size;
+    let boundary = multer::parse_boundary(content_type).map_err(|err| {
+        ApiError::bad_request(format!(
+            "bad multipart Content-Type {content_type:?}: {err}"
+        ))
+    })?;
+    // Read one byte past the limit: seeing it is how an over-long body without a
+    // Content-Length is told apart from one that is exactly at the limit.
+    let seen = Arc::new(AtomicU64::new(0));
+    let over_limit = Arc::new(AtomicBool::new(false));
+    let counter = (seen.clone(), over_limit.clone());
+    let stream = ReaderStream::new(data.open((limit + 1).bytes())).map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            let total =
+                counter.0.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64;
+            if total > limit {
+                counter.1.store(true, Ordering::Relaxed);
+                return Err(std::io::Error::other("upload over the size limit"));
+            }
+        }
+        chunk
+    });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let form_error = |err: multer::Error| {
+        if over_limit.load(Ordering::Relaxed) {
+            too_large(limit)
+        } else {
+            ApiError::bad_request(format!("malformed multipart upload: {err}"))
+        }
+    };
+    let mut received = Received {
+        fields: HashMap::new(),
+        content: None,
+    };
+    while let Some(mut field) = multipart.next_field().await.map_err(form_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "content" {
+            let filename = field.file_name().unwrap_or_default().to_owned();
+            if received.content.is_some() {
+                return Err(ApiError::bad_request("more than one content field"));
+            }
+            let mut staged = StagedUpload::create(app.index.upload_dir())?;
+            while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+                staged.write(&chunk).await?;
+            }
+            received.content = Some((filename, staged));
+        } else if field.file_name().is_some() {
+            // Signatures and attestations: not stored (pip never asks for them), but read
+            // through so the rest of the form can be.
+            while field.chunk().await.map_err(form_error)?.is_some() {}
+        } else {
+            let mut text = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+                text.extend_from_slice(&chunk);
+                if text.len() > MAX_FIELD_BYTES {
+                    return Err(ApiError::bad_request(format!(
+                        "form field {name:?} is longer than {MAX_FIELD_BYTES} bytes"
+                    )));
+                }
+            }
+            let text = String::from_utf8(text).map_err(|_| {
+                ApiError::bad_request(format!("form field {name:?} is not valid UTF-8"))
+            })?;
+            received.fields.entry(name).or_insert(text);
+        }
+    }
+    Ok(received)
+}
+
+async fn read_urlencoded(data: Data<'_>) -> Result<Received, ApiError> {
+    let capped = data
+        .open(MAX_FIELD_BYTES.bytes())
+        .into_string()
+        .await
+        .map_err(|err| ApiError::bad_request(format!("unreadable form: {err}")))?;
+    if !capped.is_complete() {
+        return Err(ApiError::new(
+            Status::PayloadTooLarge,
+            format!("a urlencoded form may be at most {MAX_FIELD_BYTES} bytes"),
+        ));
+    }
+    let mut fields = HashMap::new();
+    for pair in capped.value.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| rocket::http::RawStr::new(s).url_decode_lossy().into_owned();
+        fields.entry(decode(key)).or_insert_with(|| decode(value));
+    }
+    Ok(Received {
+        fields,
+        content: None,
+    })
+}
+
+async fn file_upload(received: Received, app: &App) -> Result<String, ApiError> {
+    let Some((filename, staged)) = received.content else {
+        return Err(ApiError::bad_request("file_upload without a content field"));
+    };
+    let fields = received.fields;
+    let project = fields
+        .get("name")
+        .filter(|n| !n.is_empty())
+        .map(|n| ProjectName::new(n).map_err(|err| ApiError::bad_request(err.to_string())))
+        .transpose()?;
+    let digest = |key: &str| fields.get(key).map(|v| v.trim().to_owned());
+    let claim = UploadClaim {
+        project,
+        filename,
+        md5_digest: digest("md5_digest"),
+        sha256_digest: digest("sha256_digest"),
+        blake2_256_digest: digest("blake2_256_digest"),
+    };
+    let received = staged.finish().await?;
+    let size = received.size;
+    let index = app.index.clone();
+    let published = blocking(move || index.publish(received, &claim)).await?;
+    tracing::info!("stored {} ({size} bytes)", published.filename());
+    Ok(String::new())
+}
+
+async fn remove_pkg(fields: &HashMap<String, String>, app: &App) -> Result<String, ApiError> {
+    let field = |key: &str| {
+        fields
+            .get(key)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .ok_or_else(|| ApiError::bad_request(format!("remove_pkg needs a {key:?} field")))
+    };
+    let project =
+        ProjectName::new(&field("name")?).map_err(|err| ApiError::bad_request(err.to_string()))?;
+    let version = field("version")?;
+    let index = app.index.clone();
+    let removed = blocking(move || index.remove(&project, &version)).await?;
+    for filename in &removed {
+        tracing::info!("removed {filename}");
+    }
+    Ok(String::new())
+}

@@ -1,0 +1,107 @@
+//! Helpers shared by the test binaries: real wheel and sdist files, upload forms.
+#![allow(dead_code, unreachable_pub)] // each test binary uses its own subset
+
+use std::io::Write;
+
+use sha2::{Digest, Sha256};
+
+/// The METADATA a test wheel carries.
+pub fn metadata_text(name: &str, version: &str, requires_python: Option<&str>) -> String {
+    let mut text = format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n");
+    if let Some(requires) = requires_python {
+        text.push_str(&format!("Requires-Python: {requires}\n"));
+    }
+    text.push_str("\nA test package.\n");
+    text
+}
+
+/// A minimal but valid wheel: a module, METADATA, WHEEL and RECORD.
+pub fn wheel(name: &str, version: &str, requires_python: Option<&str>) -> Vec<u8> {
+    let dist = name.replace('-', "_");
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default();
+    let info = format!("{dist}-{version}.dist-info");
+    let files = [
+        (format!("{dist}/__init__.py"), "VALUE = 1\n".to_owned()),
+        (
+            format!("{info}/METADATA"),
+            metadata_text(name, version, requires_python),
+        ),
+        (
+            format!("{info}/WHEEL"),
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+                .to_owned(),
+        ),
+        (format!("{info}/RECORD"), String::new()),
+    ];
+    for (path, body) in files {
+        zip.start_file(path, options).unwrap();
+        zip.write_all(body.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+pub fn wheel_filename(name: &str, version: &str) -> String {
+    format!("{}-{version}-py3-none-any.whl", name.replace('-', "_"))
+}
+
+/// A minimal sdist with a PKG-INFO.
+pub fn sdist(name: &str, version: &str, requires_python: Option<&str>) -> Vec<u8> {
+    let root = format!("{}-{version}", name.replace('-', "_"));
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(encoder);
+    let pkg_info = metadata_text(name, version, requires_python);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(pkg_info.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, format!("{root}/PKG-INFO"), pkg_info.as_bytes())
+        .unwrap();
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A multipart/form-data body as twine sends it: text fields, then the file as `content`.
+pub fn multipart(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> (String, Vec<u8>) {
+    let boundary = "wheelhouse-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        write!(
+            body,
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        )
+        .unwrap();
+    }
+    if let Some((filename, bytes)) = file {
+        write!(
+            body,
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"content\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .unwrap();
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    write!(body, "--{boundary}--\r\n").unwrap();
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// The form twine sends for a file (the fields that matter to the server).
+pub fn upload_fields<'a>(
+    name: &'a str,
+    version: &'a str,
+    sha256: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        (":action", "file_upload"),
+        ("protocol_version", "1"),
+        ("name", name),
+        ("version", version),
+        ("filetype", "bdist_wheel"),
+        ("pyversion", "py3"),
+        ("metadata_version", "2.1"),
+        ("sha256_digest", sha256),
+    ]
+}

@@ -1,0 +1,922 @@
+//! Every endpoint, status code and error of the server, through Rocket's local client against
+//! real files in a temp directory.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use clap::Parser;
+use rocket::http::{ContentType, Header, Status};
+use rocket::local::blocking::{Client, LocalResponse};
+
+use common::{multipart, sdist, sha256_hex, upload_fields, wheel, wheel_filename};
+use wheelhouse::config::{Cli, Command, ServerConfig};
+
+/// A server on a fresh package directory, built from a `wheelhouse run` command line.
+struct TestApp {
+    dir: tempfile::TempDir,
+    client: Client,
+}
+
+fn config(args: &[&str], dir: &Path) -> ServerConfig {
+    let mut argv = vec!["wheelhouse", "run"];
+    argv.extend_from_slice(args);
+    argv.push(dir.to_str().unwrap());
+    let Command::Run(run) = Cli::try_parse_from(argv).unwrap().command;
+    run.into_config().unwrap()
+}
+
+impl TestApp {
+    /// Open server (`-P . -a .`) unless `args` say otherwise.
+    fn open() -> Self {
+        Self::with_args(&["-P", ".", "-a", "."])
+    }
+
+    fn with_args(args: &[&str]) -> Self {
+        Self::with_config(args, |_| {})
+    }
+
+    fn with_config(args: &[&str], adjust: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(args, dir.path());
+        adjust(&mut config);
+        let rocket = wheelhouse::server::build(&config).unwrap();
+        let client = Client::tracked(rocket).unwrap();
+        Self { dir, client }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn put(&self, name: &str, bytes: &[u8]) {
+        let path = self.path(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    fn get(&self, uri: &str) -> LocalResponse<'_> {
+        self.client.get(uri.to_owned()).dispatch()
+    }
+
+    fn get_with(&self, uri: &str, headers: &[(&'static str, &str)]) -> LocalResponse<'_> {
+        let mut req = self.client.get(uri.to_owned());
+        for (name, value) in headers {
+            req = req.header(Header::new(*name, value.to_string()));
+        }
+        req.dispatch()
+    }
+
+    fn post_form(
+        &self,
+        uri: &str,
+        fields: &[(&str, &str)],
+        file: Option<(&str, &[u8])>,
+        auth: Option<(&str, &str)>,
+    ) -> LocalResponse<'_> {
+        let (content_type, body) = multipart(fields, file);
+        let mut req = self
+            .client
+            .post(uri.to_owned())
+            .header(ContentType::parse_flexible(&content_type).unwrap())
+            .body(body);
+        if let Some((user, password)) = auth {
+            req = req.header(Header::new("Authorization", basic(user, password)));
+        }
+        req.dispatch()
+    }
+
+    /// Uploads a test wheel as twine would; returns the response.
+    fn upload_wheel(
+        &self,
+        name: &str,
+        version: &str,
+        auth: Option<(&str, &str)>,
+    ) -> LocalResponse<'_> {
+        let bytes = wheel(name, version, Some(">=3.8"));
+        let sha = sha256_hex(&bytes);
+        let filename = wheel_filename(name, version);
+        self.post_form(
+            "/",
+            &upload_fields(name, version, &sha),
+            Some((&filename, &bytes)),
+            auth,
+        )
+    }
+
+    /// Files in the package directory, hidden ones included (nothing half-written may remain).
+    fn stored(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+const JSON: &str = "application/vnd.pypi.simple.v1+json";
+const PIP_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
+
+/// The length the response will announce (hyper writes the header from it on the wire).
+fn content_length(resp: &LocalResponse<'_>) -> Option<String> {
+    resp.body().preset_size().map(|n| n.to_string())
+}
+
+fn header(resp: &LocalResponse<'_>, name: &str) -> Option<String> {
+    resp.headers().get_one(name).map(str::to_owned)
+}
+
+/// Hashes and times change from run to run; the shape of the page must not.
+macro_rules! assert_page_snapshot {
+    ($name:expr, $body:expr) => {
+        insta::with_settings!({filters => vec![
+            (r"[0-9a-f]{64}", "[SHA256]"),
+            (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", "[TIME]"),
+            (r#""size":\d+"#, r#""size":[SIZE]"#),
+        ]}, {
+            insta::assert_snapshot!($name, $body);
+        });
+    };
+}
+
+fn demo_app() -> TestApp {
+    let app = TestApp::open();
+    app.put(
+        &wheel_filename("demo-pkg", "1.0"),
+        &wheel("demo-pkg", "1.0", Some(">=3.8, <4")),
+    );
+    app.put(
+        "demo_pkg-0.9.tar.gz",
+        &sdist("demo-pkg", "0.9", Some(">=3.7")),
+    );
+    app.put("sub/dir/other-2.0.tar.gz", &sdist("other", "2.0", None));
+    app.put("notes.txt", b"not a package");
+    app.put(".hidden-1.0.tar.gz", b"hidden");
+    app
+}
+
+// ---- health, welcome ----
+
+#[test]
+fn health_answers_ok_without_auth() {
+    let app = TestApp::with_args(&["-P", ".", "-a", "."]);
+    let resp = app.get("/health");
+    assert_eq!(resp.status(), Status::Ok);
+    assert_eq!(resp.into_string().unwrap(), "Ok");
+
+    let app = TestApp::with_config(
+        &[
+            "-a",
+            "list,download,update",
+            "--health-endpoint",
+            "/healthz",
+        ],
+        |c| {
+            c.static_user = Some(wheelhouse::auth::StaticUser {
+                username: "u".into(),
+                password: "p".into(),
+            })
+        },
+    );
+    assert_eq!(app.get("/healthz").into_string().unwrap(), "Ok");
+}
+
+#[test]
+fn welcome_page_default_and_replaced() {
+    let app = TestApp::open();
+    let resp = app.get_with("/", &[("Host", "pkgs.example:8080")]);
+    assert_eq!(resp.status(), Status::Ok);
+    let body = resp.into_string().unwrap();
+    assert!(body.contains("Welcome to wheelhouse"), "{body}");
+    assert!(body.contains("http://pkgs.example:8080/simple/"), "{body}");
+
+    let welcome = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(welcome.path(), "<h1>Our packages</h1>").unwrap();
+    let app = TestApp::with_args(&[
+        "-P",
+        ".",
+        "-a",
+        ".",
+        "--welcome",
+        welcome.path().to_str().unwrap(),
+    ]);
+    assert_eq!(app.get("/").into_string().unwrap(), "<h1>Our packages</h1>");
+}
+
+// ---- simple index ----
+
+#[test]
+fn simple_index_html_and_json() {
+    let app = demo_app();
+    let resp = app.get("/simple/");
+    assert_eq!(resp.status(), Status::Ok);
+    assert_eq!(
+        header(&resp, "Content-Type").unwrap(),
+        "text/html; charset=utf-8"
+    );
+    assert_page_snapshot!("simple_index_html", resp.into_string().unwrap());
+
+    let resp = app.get_with("/simple/", &[("Accept", PIP_ACCEPT)]);
+    assert_eq!(header(&resp, "Content-Type").unwrap(), JSON);
+    assert_eq!(header(&resp, "Vary").unwrap(), "Accept");
+    assert_page_snapshot!("simple_index_json", resp.into_string().unwrap());
+
+    let resp = app.get("/simple");
+    assert_eq!(resp.status(), Status::MovedPermanently);
+    assert_eq!(header(&resp, "Location").unwrap(), "/simple/");
+}
+
+#[test]
+fn project_page_html_and_json() {
+    let app = demo_app();
+    let resp = app.get("/simple/demo-pkg/");
+    assert_eq!(resp.status(), Status::Ok);
+    assert_page_snapshot!("project_html", resp.into_string().unwrap());
+
+    let resp = app.get_with("/simple/demo-pkg/", &[("Accept", JSON)]);
+    assert_eq!(resp.status(), Status::Ok);
+    let body = resp.into_string().unwrap();
+    assert_page_snapshot!("project_json", body.clone());
+
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let wheel_bytes = std::fs::read(app.path(&wheel_filename("demo-pkg", "1.0"))).unwrap();
+    let file = &json["files"][1];
+    assert_eq!(file["hashes"]["sha256"], sha256_hex(&wheel_bytes));
+    assert_eq!(file["size"], wheel_bytes.len() as u64);
+    assert_eq!(json["versions"], serde_json::json!(["0.9", "1.0"]));
+
+    let resp = app.get_with(
+        "/simple/demo-pkg/",
+        &[("Accept", "application/vnd.pypi.simple.v1+html")],
+    );
+    assert_eq!(
+        header(&resp, "Content-Type").unwrap(),
+        "application/vnd.pypi.simple.v1+html"
+    );
+}
+
+#[test]
+fn files_in_subdirectories_are_listed_and_served() {
+    let app = demo_app();
+    let body = app.get("/simple/other/").into_string().unwrap();
+    assert!(
+        body.contains("href=\"../../packages/sub/dir/other-2.0.tar.gz#sha256="),
+        "{body}"
+    );
+    let resp = app.get("/packages/sub/dir/other-2.0.tar.gz");
+    assert_eq!(resp.status(), Status::Ok);
+    assert_eq!(resp.into_bytes().unwrap(), sdist("other", "2.0", None));
+}
+
+#[test]
+fn project_redirects_to_canonical_url() {
+    let app = demo_app();
+    for uri in ["/simple/Demo_Pkg/", "/simple/demo-pkg", "/simple/DEMO.pkg"] {
+        let resp = app.get(uri);
+        assert_eq!(resp.status(), Status::MovedPermanently, "{uri}");
+        assert_eq!(
+            header(&resp, "Location").unwrap(),
+            "/simple/demo-pkg/",
+            "{uri}"
+        );
+    }
+}
+
+#[test]
+fn unknown_project_falls_back_or_404s() {
+    let app = demo_app();
+    let resp = app.get("/simple/requests/");
+    assert_eq!(resp.status(), Status::SeeOther);
+    assert_eq!(
+        header(&resp, "Location").unwrap(),
+        "https://pypi.org/simple/requests/"
+    );
+
+    let app = TestApp::with_args(&[
+        "-P",
+        ".",
+        "-a",
+        ".",
+        "--fallback-url",
+        "https://mirror.example/simple",
+    ]);
+    let resp = app.get("/simple/requests/");
+    assert_eq!(
+        header(&resp, "Location").unwrap(),
+        "https://mirror.example/simple/requests/"
+    );
+
+    let app = TestApp::with_args(&["-P", ".", "-a", ".", "--disable-fallback"]);
+    let resp = app.get("/simple/requests/");
+    assert_eq!(resp.status(), Status::NotFound);
+    assert!(resp.into_string().unwrap().contains("\"requests\""));
+}
+
+#[test]
+fn invalid_project_name_is_rejected_with_it_quoted() {
+    let app = TestApp::open();
+    let resp = app.get("/simple/-bad-/");
+    assert_eq!(resp.status(), Status::BadRequest);
+    assert!(resp.into_string().unwrap().contains("\"-bad-\""));
+}
+
+#[test]
+fn not_acceptable_when_no_format_matches() {
+    let app = demo_app();
+    let resp = app.get_with("/simple/demo-pkg/", &[("Accept", "application/xml")]);
+    assert_eq!(resp.status(), Status::NotAcceptable);
+    let resp = app.get_with(
+        "/simple/",
+        &[("Accept", "application/vnd.pypi.simple.v2+json")],
+    );
+    assert_eq!(resp.status(), Status::NotAcceptable);
+}
+
+#[test]
+fn hash_algo_choices() {
+    let app = TestApp::with_args(&["-P", ".", "-a", ".", "--hash-algo", "md5"]);
+    let bytes = wheel("demo-pkg", "1.0", None);
+    app.put(&wheel_filename("demo-pkg", "1.0"), &bytes);
+    let body = app.get("/simple/demo-pkg/").into_string().unwrap();
+    let md5 = hex::encode(<md5::Md5 as md5::Digest>::digest(&bytes));
+    assert!(body.contains(&format!("#md5={md5}\"")), "{body}");
+
+    let app = TestApp::with_args(&["-P", ".", "-a", ".", "--hash-algo", "off"]);
+    app.put(&wheel_filename("demo-pkg", "1.0"), &bytes);
+    let body = app.get("/simple/demo-pkg/").into_string().unwrap();
+    assert!(!body.contains('#'), "{body}");
+    let json: serde_json::Value = serde_json::from_str(
+        &app.get_with("/simple/demo-pkg/", &[("Accept", JSON)])
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["files"][0]["hashes"], serde_json::json!({}));
+}
+
+#[test]
+fn server_base_url_makes_links_and_redirects_absolute() {
+    let app = TestApp::with_args(&[
+        "-P",
+        ".",
+        "-a",
+        ".",
+        "--server-base-url",
+        "https://pkgs.example/py/",
+    ]);
+    app.put(
+        &wheel_filename("demo-pkg", "1.0"),
+        &wheel("demo-pkg", "1.0", None),
+    );
+    let body = app.get("/simple/demo-pkg/").into_string().unwrap();
+    assert!(
+        body.contains("href=\"https://pkgs.example/py/packages/demo_pkg-1.0-py3-none-any.whl#"),
+        "{body}"
+    );
+    let resp = app.get("/simple/Demo-Pkg/");
+    assert_eq!(
+        header(&resp, "Location").unwrap(),
+        "https://pkgs.example/py/simple/demo-pkg/"
+    );
+}
+
+// ---- PEP 658 metadata ----
+
+#[test]
+fn core_metadata_is_the_exact_bytes_advertised() {
+    let app = demo_app();
+    let json: serde_json::Value = serde_json::from_str(
+        &app.get_with("/simple/demo-pkg/", &[("Accept", JSON)])
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let wheel_entry = &json["files"][1];
+    let advertised = wheel_entry["core-metadata"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(wheel_entry["requires-python"], ">=3.8, <4");
+    let resp = app.get(&format!(
+        "/packages/{}.metadata",
+        wheel_filename("demo-pkg", "1.0")
+    ));
+    assert_eq!(resp.status(), Status::Ok);
+    let bytes = resp.into_bytes().unwrap();
+    assert_eq!(
+        bytes,
+        common::metadata_text("demo-pkg", "1.0", Some(">=3.8, <4")).into_bytes()
+    );
+    assert_eq!(sha256_hex(&bytes), advertised);
+    // An sdist has no PEP 658 metadata, but its Requires-Python still shows.
+    assert_eq!(json["files"][0]["core-metadata"], false);
+    assert_eq!(json["files"][0]["requires-python"], ">=3.7");
+    assert_eq!(
+        app.get("/packages/demo_pkg-0.9.tar.gz.metadata").status(),
+        Status::NotFound
+    );
+}
+
+// ---- /packages ----
+
+#[test]
+fn packages_listing_has_every_file_and_nothing_else() {
+    let app = demo_app();
+    let resp = app.get("/packages/");
+    assert_eq!(resp.status(), Status::Ok);
+    assert_page_snapshot!("packages_listing", resp.into_string().unwrap());
+    assert_eq!(app.get("/packages").status(), Status::MovedPermanently);
+}
+
+#[test]
+fn download_headers_head_and_cache_control() {
+    let app = TestApp::with_args(&["-P", ".", "-a", ".", "--cache-control", "3600"]);
+    let bytes = sdist("demo-pkg", "1.0", None);
+    app.put("demo_pkg-1.0.tar.gz", &bytes);
+    let resp = app.get("/packages/demo_pkg-1.0.tar.gz");
+    assert_eq!(resp.status(), Status::Ok);
+    assert_eq!(header(&resp, "Content-Type").unwrap(), "application/gzip");
+    assert_eq!(header(&resp, "Content-Encoding"), None);
+    assert_eq!(content_length(&resp).unwrap(), bytes.len().to_string());
+    assert_eq!(
+        header(&resp, "Cache-Control").unwrap(),
+        "public, max-age=3600"
+    );
+    assert_eq!(header(&resp, "Accept-Ranges").unwrap(), "bytes");
+    assert_eq!(resp.into_bytes().unwrap(), bytes);
+
+    let resp = app.client.head("/packages/demo_pkg-1.0.tar.gz").dispatch();
+    assert_eq!(resp.status(), Status::Ok);
+    assert_eq!(content_length(&resp).unwrap(), bytes.len().to_string());
+    assert!(resp.into_bytes().unwrap_or_default().is_empty());
+}
+
+#[test]
+fn ranges_206_and_416() {
+    let app = TestApp::open();
+    let bytes = wheel("demo-pkg", "1.0", None);
+    let name = wheel_filename("demo-pkg", "1.0");
+    app.put(&name, &bytes);
+    let uri = format!("/packages/{name}");
+    let resp = app.get_with(&uri, &[("Range", "bytes=10-19")]);
+    assert_eq!(resp.status(), Status::PartialContent);
+    assert_eq!(
+        header(&resp, "Content-Range").unwrap(),
+        format!("bytes 10-19/{}", bytes.len())
+    );
+    assert_eq!(content_length(&resp).unwrap(), "10");
+    assert_eq!(resp.into_bytes().unwrap(), &bytes[10..20]);
+
+    // uv reads the zip's central directory from the end.
+    let resp = app.get_with(&uri, &[("Range", "bytes=-22")]);
+    assert_eq!(resp.status(), Status::PartialContent);
+    assert_eq!(resp.into_bytes().unwrap(), &bytes[bytes.len() - 22..]);
+
+    let resp = app.get_with(&uri, &[("Range", &format!("bytes={}-", bytes.len()))]);
+    assert_eq!(resp.status(), Status::RangeNotSatisfiable);
+    assert_eq!(
+        header(&resp, "Content-Range").unwrap(),
+        format!("bytes */{}", bytes.len())
+    );
+}
+
+#[test]
+fn conditional_requests_304() {
+    let app = TestApp::open();
+    app.put("demo_pkg-1.0.tar.gz", &sdist("demo-pkg", "1.0", None));
+    let resp = app.get("/packages/demo_pkg-1.0.tar.gz");
+    let etag = header(&resp, "ETag").unwrap();
+    let last_modified = header(&resp, "Last-Modified").unwrap();
+    let resp = app.get_with("/packages/demo_pkg-1.0.tar.gz", &[("If-None-Match", &etag)]);
+    assert_eq!(resp.status(), Status::NotModified);
+    let resp = app.get_with(
+        "/packages/demo_pkg-1.0.tar.gz",
+        &[("If-Modified-Since", &last_modified)],
+    );
+    assert_eq!(resp.status(), Status::NotModified);
+    let resp = app.get_with(
+        "/packages/demo_pkg-1.0.tar.gz",
+        &[("If-Modified-Since", "Mon, 01 Jan 2001 00:00:00 GMT")],
+    );
+    assert_eq!(resp.status(), Status::Ok);
+    let resp = app.get_with(
+        "/packages/demo_pkg-1.0.tar.gz",
+        &[("If-None-Match", "\"other\"")],
+    );
+    assert_eq!(resp.status(), Status::Ok);
+}
+
+#[test]
+fn only_distribution_files_are_served() {
+    let app = demo_app();
+    for uri in [
+        "/packages/notes.txt",
+        "/packages/.hidden-1.0.tar.gz",
+        "/packages/missing-1.0.tar.gz",
+        "/packages/sub/../demo_pkg-0.9.tar.gz",
+        "/packages/%2e%2e/etc/passwd",
+    ] {
+        assert_eq!(app.get(uri).status(), Status::NotFound, "{uri}");
+    }
+}
+
+// ---- pypiserver's extra routes ----
+
+#[test]
+fn project_json_and_redirects() {
+    let app = demo_app();
+    let resp = app.get("/demo-pkg/json");
+    assert_eq!(resp.status(), Status::Ok);
+    let json: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+    assert_eq!(json["info"]["version"], "1.0");
+    assert_eq!(json["releases"].as_object().unwrap().len(), 2);
+    assert_eq!(
+        json["urls"][0]["filename"],
+        wheel_filename("demo-pkg", "1.0")
+    );
+    assert_eq!(app.get("/nothing-here/json").status(), Status::NotFound);
+
+    for uri in ["/Demo_Pkg", "/demo-pkg/"] {
+        let resp = app.get(uri);
+        assert_eq!(resp.status(), Status::SeeOther, "{uri}");
+        assert_eq!(header(&resp, "Location").unwrap(), "/simple/demo-pkg/");
+    }
+}
+
+// ---- uploads ----
+
+#[test]
+fn upload_then_listed_and_downloadable() {
+    let app = TestApp::open();
+    let resp = app.upload_wheel("demo-pkg", "1.0", None);
+    assert_eq!(resp.status(), Status::Ok, "{:?}", resp.into_string());
+    let name = wheel_filename("demo-pkg", "1.0");
+    assert_eq!(app.stored(), vec![name.clone()]);
+    let body = app.get("/simple/demo-pkg/").into_string().unwrap();
+    assert!(body.contains(&name));
+    assert!(body.contains("data-requires-python=\"&gt;=3.8\""), "{body}");
+    assert_eq!(
+        app.get(&format!("/packages/{name}")).into_bytes().unwrap(),
+        wheel("demo-pkg", "1.0", Some(">=3.8"))
+    );
+}
+
+#[test]
+fn upload_is_accepted_at_legacy_and_simple_without_redirect() {
+    let app = TestApp::open();
+    for (uri, version) in [("/legacy/", "1.0"), ("/legacy", "1.1"), ("/simple/", "1.2")] {
+        let bytes = sdist("demo-pkg", version, None);
+        let sha = sha256_hex(&bytes);
+        let filename = format!("demo_pkg-{version}.tar.gz");
+        let resp = app.post_form(
+            uri,
+            &upload_fields("demo-pkg", version, &sha),
+            Some((&filename, &bytes)),
+            None,
+        );
+        assert_eq!(resp.status(), Status::Ok, "{uri}");
+    }
+    assert_eq!(app.stored().len(), 3);
+}
+
+#[test]
+fn second_upload_conflicts_unless_overwrite() {
+    let app = TestApp::open();
+    assert_eq!(
+        app.upload_wheel("demo-pkg", "1.0", None).status(),
+        Status::Ok
+    );
+    let resp = app.upload_wheel("demo-pkg", "1.0", None);
+    assert_eq!(resp.status(), Status::Conflict);
+    assert!(resp.into_string().unwrap().contains("already exists"));
+    assert_eq!(app.stored(), vec![wheel_filename("demo-pkg", "1.0")]);
+
+    let app = TestApp::with_args(&["-P", ".", "-a", ".", "--overwrite"]);
+    assert_eq!(
+        app.upload_wheel("demo-pkg", "1.0", None).status(),
+        Status::Ok
+    );
+    assert_eq!(
+        app.upload_wheel("demo-pkg", "1.0", None).status(),
+        Status::Ok
+    );
+    assert_eq!(app.stored(), vec![wheel_filename("demo-pkg", "1.0")]);
+}
+
+#[test]
+fn wrong_digests_are_rejected_and_nothing_is_stored() {
+    let app = TestApp::open();
+    let bytes = wheel("demo-pkg", "1.0", None);
+    let name = wheel_filename("demo-pkg", "1.0");
+    let wrong = "0".repeat(64);
+    for (field, value) in [
+        ("sha256_digest", wrong.as_str()),
+        ("md5_digest", "00000000000000000000000000000000"),
+        ("blake2_256_digest", wrong.as_str()),
+    ] {
+        let fields = vec![
+            (":action", "file_upload"),
+            ("name", "demo-pkg"),
+            ("version", "1.0"),
+            (field, value),
+        ];
+        let resp = app.post_form("/", &fields, Some((&name, &bytes)), None);
+        assert_eq!(resp.status(), Status::BadRequest, "{field}");
+        let message = resp.into_string().unwrap();
+        assert!(
+            message.contains(field) && message.contains(value),
+            "{message}"
+        );
+        assert!(app.stored().is_empty(), "{field}: {:?}", app.stored());
+    }
+}
+
+#[test]
+fn bad_filenames_are_rejected_with_the_name_quoted() {
+    let app = TestApp::open();
+    let bytes = sdist("demo-pkg", "1.0", None);
+    for (filename, expected) in [
+        ("../demo_pkg-1.0.tar.gz", "path separator"),
+        ("sub\\demo_pkg-1.0.tar.gz", "path separator"),
+        ("demo_pkg..-1.0.tar.gz", "'..'"),
+        ("demo_pkg-1.0.exe", "neither a wheel"),
+        ("demo_pkg-1.0.whl", "{name}-{version}"),
+        ("other-1.0.tar.gz", "name field says"),
+    ] {
+        let fields = vec![
+            (":action", "file_upload"),
+            ("name", "demo-pkg"),
+            ("version", "1.0"),
+        ];
+        let resp = app.post_form("/", &fields, Some((filename, &bytes)), None);
+        assert_eq!(resp.status(), Status::BadRequest, "{filename}");
+        let message = resp.into_string().unwrap();
+        assert!(message.contains(expected), "{filename}: {message}");
+        assert!(app.stored().is_empty());
+    }
+}
+
+#[test]
+fn oversized_upload_is_413_and_leaves_nothing() {
+    let app = TestApp::with_args(&["-P", ".", "-a", ".", "--max-upload-size", "1K"]);
+    let big = vec![7u8; 4096];
+    let fields = vec![
+        (":action", "file_upload"),
+        ("name", "demo-pkg"),
+        ("version", "1.0"),
+    ];
+    let resp = app.post_form("/", &fields, Some(("demo_pkg-1.0.tar.gz", &big)), None);
+    assert_eq!(resp.status(), Status::PayloadTooLarge);
+    assert!(resp.into_string().unwrap().contains("1024 bytes"));
+    assert!(app.stored().is_empty(), "{:?}", app.stored());
+}
+
+#[test]
+fn malformed_posts_are_400() {
+    let app = TestApp::open();
+    let resp = app.post_form("/", &[("name", "x")], None, None);
+    assert_eq!(resp.status(), Status::BadRequest);
+    assert!(resp.into_string().unwrap().contains(":action"));
+    let resp = app.post_form("/", &[(":action", "frobnicate")], None, None);
+    assert!(resp.into_string().unwrap().contains("\"frobnicate\""));
+    let resp = app.post_form("/", &[(":action", "file_upload")], None, None);
+    assert_eq!(resp.status(), Status::BadRequest);
+    let resp = app
+        .client
+        .post("/")
+        .header(ContentType::JSON)
+        .body("{}")
+        .dispatch();
+    assert_eq!(resp.status(), Status::BadRequest);
+    for action in ["doc_upload", "verify", "submit"] {
+        assert_eq!(
+            app.post_form("/", &[(":action", action)], None, None)
+                .status(),
+            Status::Ok,
+            "{action}"
+        );
+    }
+}
+
+#[test]
+fn remove_pkg_deletes_one_version() {
+    let app = TestApp::open();
+    assert_eq!(
+        app.upload_wheel("Demo_Pkg", "1.0", None).status(),
+        Status::Ok
+    );
+    assert_eq!(
+        app.upload_wheel("demo-pkg", "2.0", None).status(),
+        Status::Ok
+    );
+    let resp = app.post_form(
+        "/",
+        &[
+            (":action", "remove_pkg"),
+            ("name", "DEMO.pkg"),
+            ("version", "1.0"),
+        ],
+        None,
+        None,
+    );
+    assert_eq!(resp.status(), Status::Ok);
+    assert_eq!(app.stored(), vec![wheel_filename("demo-pkg", "2.0")]);
+    let resp = app.post_form(
+        "/",
+        &[
+            (":action", "remove_pkg"),
+            ("name", "demo-pkg"),
+            ("version", "1.0"),
+        ],
+        None,
+        None,
+    );
+    assert_eq!(resp.status(), Status::NotFound);
+    // pypiserver's clients also send it urlencoded.
+    let resp = app
+        .client
+        .post("/")
+        .header(ContentType::Form)
+        .body("%3Aaction=remove_pkg&name=demo-pkg&version=2.0")
+        .dispatch();
+    assert_eq!(resp.status(), Status::Ok);
+    assert!(app.stored().is_empty());
+}
+
+#[test]
+fn concurrent_uploads_of_one_file_have_one_winner() {
+    use rocket::local::asynchronous::Client as AsyncClient;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&["-P", ".", "-a", "."], dir.path());
+    let statuses = rocket::tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let client = AsyncClient::tracked(wheelhouse::server::build(&config).unwrap())
+                .await
+                .unwrap();
+            let bytes = wheel("demo-pkg", "1.0", None);
+            let sha = sha256_hex(&bytes);
+            let name = wheel_filename("demo-pkg", "1.0");
+            let (content_type, body) = multipart(
+                &upload_fields("demo-pkg", "1.0", &sha),
+                Some((&name, &bytes)),
+            );
+            let requests = (0..8).map(|_| {
+                client
+                    .post("/")
+                    .header(ContentType::parse_flexible(&content_type).unwrap())
+                    .body(body.clone())
+                    .dispatch()
+            });
+            futures_util::future::join_all(requests)
+                .await
+                .into_iter()
+                .map(|r| r.status())
+                .collect::<Vec<_>>()
+        });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == Status::Ok).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == Status::Conflict).count(),
+        7,
+        "{statuses:?}"
+    );
+    let stored: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(stored.len(), 1);
+}
+
+// ---- auth ----
+
+fn htpasswd_app(actions: &str) -> (TestApp, tempfile::NamedTempFile) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(
+        file.path(),
+        format!("alice:{hash}\nbroken line\nbob:{{SHA}}qUqP5cyxm6YcTAhz05Hph5gvu9M=\n"),
+    )
+    .unwrap();
+    let app = TestApp::with_args(&["-P", file.path().to_str().unwrap(), "-a", actions]);
+    (app, file)
+}
+
+#[test]
+fn missing_credentials_401_wrong_403_right_200() {
+    let (app, _file) = htpasswd_app("download,list,update");
+    app.put("demo_pkg-1.0.tar.gz", &sdist("demo-pkg", "1.0", None));
+    for uri in [
+        "/simple/",
+        "/simple/demo-pkg/",
+        "/packages/",
+        "/packages/demo_pkg-1.0.tar.gz",
+        "/demo-pkg/json",
+    ] {
+        let resp = app.get(uri);
+        assert_eq!(resp.status(), Status::Unauthorized, "{uri}");
+        assert_eq!(
+            header(&resp, "WWW-Authenticate").unwrap(),
+            "Basic realm=\"pypi\""
+        );
+        let resp = app.get_with(uri, &[("Authorization", &basic("alice", "wrong"))]);
+        assert_eq!(resp.status(), Status::Forbidden, "{uri}");
+        let resp = app.get_with(uri, &[("Authorization", &basic("nobody", "s3cret"))]);
+        assert_eq!(resp.status(), Status::Forbidden, "{uri}");
+        let resp = app.get_with(uri, &[("Authorization", &basic("alice", "s3cret"))]);
+        assert_eq!(resp.status(), Status::Ok, "{uri}");
+        let resp = app.get_with(uri, &[("Authorization", &basic("bob", "test"))]);
+        assert_eq!(resp.status(), Status::Ok, "{uri}");
+    }
+    assert_eq!(
+        app.upload_wheel("demo-pkg", "2.0", None).status(),
+        Status::Unauthorized
+    );
+    assert_eq!(
+        app.upload_wheel("demo-pkg", "2.0", Some(("alice", "nope")))
+            .status(),
+        Status::Forbidden
+    );
+    assert_eq!(
+        app.upload_wheel("demo-pkg", "2.0", Some(("alice", "s3cret")))
+            .status(),
+        Status::Ok
+    );
+    // The health check stays open for load balancers.
+    assert_eq!(app.get("/health").status(), Status::Ok);
+}
+
+#[test]
+fn only_listed_actions_are_protected() {
+    let (app, _file) = htpasswd_app("update");
+    app.put("demo_pkg-1.0.tar.gz", &sdist("demo-pkg", "1.0", None));
+    assert_eq!(app.get("/simple/demo-pkg/").status(), Status::Ok);
+    assert_eq!(
+        app.get("/packages/demo_pkg-1.0.tar.gz").status(),
+        Status::Ok
+    );
+    assert_eq!(
+        app.upload_wheel("demo-pkg", "2.0", None).status(),
+        Status::Unauthorized
+    );
+}
+
+#[test]
+fn password_file_changes_apply_without_restart() {
+    let (app, file) = htpasswd_app("list");
+    let auth = [("Authorization", basic("carol", "new"))];
+    let auth: Vec<(&'static str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(app.get_with("/simple/", &auth).status(), Status::Forbidden);
+    let hash = bcrypt::hash("new", 4).unwrap();
+    std::fs::write(file.path(), format!("carol:{hash}\n")).unwrap();
+    assert_eq!(app.get_with("/simple/", &auth).status(), Status::Ok);
+    let alice = basic("alice", "s3cret");
+    assert_eq!(
+        app.get_with("/simple/", &[("Authorization", &alice)])
+            .status(),
+        Status::Forbidden
+    );
+}
+
+#[test]
+fn environment_user_is_accepted() {
+    let app = TestApp::with_config(&["-a", "update,list"], |c| {
+        c.static_user = Some(wheelhouse::auth::StaticUser {
+            username: "ci".into(),
+            password: "from-secrets-manager".into(),
+        })
+    });
+    assert_eq!(app.get("/simple/").status(), Status::Unauthorized);
+    assert_eq!(
+        app.upload_wheel("demo-pkg", "1.0", Some(("ci", "from-secrets-manager")))
+            .status(),
+        Status::Ok
+    );
+    assert_eq!(
+        app.upload_wheel("demo-pkg", "1.1", Some(("ci", "guess")))
+            .status(),
+        Status::Forbidden
+    );
+}
+
+#[test]
+fn protected_actions_without_any_credentials_are_refused() {
+    let app = TestApp::with_args(&["-a", "update"]);
+    assert_eq!(
+        app.upload_wheel("demo-pkg", "1.0", Some(("any", "thing")))
+            .status(),
+        Status::Forbidden
+    );
+    assert!(app.stored().is_empty());
+}
