@@ -41,7 +41,7 @@ impl Fairing for AccessLog {
             status = res.status().code,
             bytes = %bytes,
             duration_ms = format_args!("{:.3}", started.0.elapsed().as_secs_f64() * 1000.0),
-            user = user.0.as_deref().unwrap_or("-"),
+            user = %user.0.as_deref().unwrap_or("-"),
         );
     }
 }

@@ -5,6 +5,7 @@ mod access_log;
 mod error;
 mod files;
 mod guards;
+mod in_flight;
 mod pages;
 mod render;
 mod upload;
@@ -86,6 +87,13 @@ fn other_error(status: Status, _: &Request<'_>) -> (Status, String) {
 /// Builds the server from a checked configuration. Fails only if the password file cannot
 /// be read.
 pub fn build(config: &ServerConfig) -> Result<Rocket<Build>, String> {
+    build_with(config, in_flight::InFlight::default())
+}
+
+fn build_with(
+    config: &ServerConfig,
+    in_flight: in_flight::InFlight,
+) -> Result<Rocket<Build>, String> {
     let auth = Authenticator::new(
         config.protected.clone(),
         config.htpasswd.clone(),
@@ -134,6 +142,7 @@ pub fn build(config: &ServerConfig) -> Result<Rocket<Build>, String> {
     let health = Route::ranked(0, Method::Get, &config.health_endpoint, Health);
     Ok(rocket::custom(rocket_config)
         .manage(app)
+        .attach(in_flight)
         .attach(access_log::AccessLog)
         .mount("/", vec![health])
         .mount(
@@ -173,8 +182,10 @@ pub async fn launch(config: ServerConfig) -> anyhow::Result<()> {
                     .await;
         }
     });
-    let rocket = build(&config).map_err(anyhow::Error::msg)?;
+    let in_flight = in_flight::InFlight::default();
+    let rocket = build_with(&config, in_flight.clone()).map_err(anyhow::Error::msg)?;
     let rocket = rocket.ignite().await?;
+    let shutdown = rocket.shutdown();
     tracing::info!(
         "wheelhouse {} serving {} on http://{}:{}",
         env!("CARGO_PKG_VERSION"),
@@ -188,6 +199,13 @@ pub async fn launch(config: ServerConfig) -> anyhow::Result<()> {
         config.address,
         config.port
     );
-    rocket.launch().await?;
+    rocket::tokio::select! {
+        result = rocket.launch() => {
+            result?;
+        }
+        () = async { shutdown.await; in_flight.idle().await } => {
+            tracing::info!("shutdown: no request in flight, exiting");
+        }
+    }
     Ok(())
 }

@@ -1,0 +1,101 @@
+//! Counts requests until their response body has been sent (or dropped), so that after
+//! SIGTERM the process exits as soon as the last one is done. Rocket alone stops accepting and
+//! then waits out the whole grace period whenever any request was in flight at the signal,
+//! which would make every rolling restart take the full grace.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rocket::fairing::{Fairing, Info, Kind};
+use rocket::tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
+use rocket::tokio::sync::Notify;
+use rocket::{Data, Request, Response};
+
+#[derive(Clone, Default)]
+pub(crate) struct InFlight {
+    count: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+}
+
+impl InFlight {
+    /// Resolves once no request is in flight.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn ticket(&self) -> Ticket {
+        Ticket(self.clone())
+    }
+}
+
+/// Held by a response body; its drop is the end of the request.
+struct Ticket(InFlight);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The original body, carrying the ticket until it is sent or dropped.
+struct Tracked<'r> {
+    body: rocket::response::Body<'r>,
+    _ticket: Ticket,
+}
+
+impl AsyncRead for Tracked<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.body).poll_read(cx, buf)
+    }
+}
+
+/// Only ever given to Rocket with its size preset, so it is never asked to seek.
+impl AsyncSeek for Tracked<'_> {
+    fn start_seek(self: Pin<&mut Self>, _: std::io::SeekFrom) -> std::io::Result<()> {
+        Err(std::io::Error::other("a tracked body is not seekable"))
+    }
+    fn poll_complete(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<u64>> {
+        Poll::Ready(Ok(0))
+    }
+}
+
+#[rocket::async_trait]
+impl Fairing for InFlight {
+    fn info(&self) -> Info {
+        Info {
+            name: "in-flight requests",
+            kind: Kind::Request | Kind::Response,
+        }
+    }
+
+    async fn on_request(&self, _: &mut Request<'_>, _: &mut Data<'_>) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn on_response<'r>(&self, _: &'r Request<'_>, res: &mut Response<'r>) {
+        let body = res.body_mut().take();
+        let size = body.preset_size();
+        let tracked = Tracked {
+            body,
+            _ticket: self.ticket(),
+        };
+        match size {
+            Some(size) => res.set_sized_body(size, tracked),
+            None => res.set_streamed_body(tracked),
+        };
+    }
+}

@@ -1,0 +1,597 @@
+//! End to end: the real `wheelhouse` binary on a loopback port, driven by the real clients
+//! (pip, uv, twine, build) from a Python venv that this harness creates from
+//! `tests/python-requirements.txt`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::sha256_hex;
+
+const REQUIREMENTS: &str = include_str!("python-requirements.txt");
+
+/// The venv with the Python clients, made once per requirements file and reused.
+fn venv() -> &'static Path {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-venv");
+        let marker = venv.join("installed-requirements.txt");
+        if std::fs::read_to_string(&marker).ok().as_deref() == Some(REQUIREMENTS) {
+            return venv;
+        }
+        let _ = std::fs::remove_dir_all(&venv);
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        run_ok(Command::new(&python).args(["-m", "venv"]).arg(&venv));
+        let requirements = venv.join("requirements.txt");
+        std::fs::write(&requirements, REQUIREMENTS).unwrap();
+        run_ok(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(&requirements),
+        );
+        std::fs::write(&marker, REQUIREMENTS).unwrap();
+        venv
+    })
+}
+
+fn tool(name: &str) -> Command {
+    let mut cmd = Command::new(venv().join("bin").join(name));
+    cmd.env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .env("PIP_NO_INPUT", "1")
+        .env_remove("TWINE_USERNAME")
+        .env_remove("TWINE_PASSWORD")
+        .env_remove("UV_INDEX_URL")
+        .env_remove("PIP_INDEX_URL");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}"))
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status: {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let output = run(cmd);
+    assert!(output.status.success(), "{cmd:?} failed\n{}", text(&output));
+    output
+}
+
+fn run_fails(cmd: &mut Command) -> Output {
+    let output = run(cmd);
+    assert!(
+        !output.status.success(),
+        "{cmd:?} should have failed\n{}",
+        text(&output)
+    );
+    output
+}
+
+/// A real project built by `python -m build`: its wheel and sdist.
+struct Dists {
+    wheel: PathBuf,
+    sdist: PathBuf,
+}
+
+fn build_project(dir: &Path, version: &str) -> Dists {
+    let src = dir.join(format!("src-{version}"));
+    std::fs::create_dir_all(src.join("wh_demo")).unwrap();
+    std::fs::write(
+        src.join("pyproject.toml"),
+        format!(
+            "[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n\n[project]\nname = \"wh-demo\"\nversion = \"{version}\"\nrequires-python = \">=3.8\"\ndescription = \"wheelhouse end-to-end test package\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("wh_demo/__init__.py"),
+        format!("VERSION = {version:?}\n"),
+    )
+    .unwrap();
+    let out = dir.join("dist");
+    run_ok(
+        tool("python")
+            .args(["-m", "build", "--no-isolation", "--outdir"])
+            .arg(&out)
+            .arg(&src),
+    );
+    Dists {
+        wheel: out.join(format!("wh_demo-{version}-py3-none-any.whl")),
+        sdist: out.join(format!("wh_demo-{version}.tar.gz")),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `wheelhouse run` process; killed when dropped, pass or fail.
+struct Server {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("packages")).unwrap();
+        let log = dir.path().join("server.log");
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wheelhouse"));
+        cmd.arg("run")
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--log-stream",
+                "none",
+            ])
+            .arg("--log-file")
+            .arg(&log)
+            .args(args)
+            .arg(dir.path().join("packages"))
+            .env_remove("WHEELHOUSE_USERNAME")
+            .env_remove("WHEELHOUSE_PASSWORD")
+            .stdin(Stdio::null());
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let child = cmd.spawn().unwrap();
+        let server = Self {
+            child,
+            port,
+            dir,
+            log,
+        };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(resp) = reqwest::blocking::get(format!("{}/health", self.url())) {
+                if resp.status().is_success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not become healthy; log:\n{}", self.log_text());
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn url_with(&self, user: &str, password: &str) -> String {
+        format!("http://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
+    fn packages(&self) -> PathBuf {
+        self.dir.path().join("packages")
+    }
+
+    fn stored(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.packages())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Peak resident memory of the server process so far, in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    fn twine_upload(&self, files: &[&Path], user: &str, password: &str) -> Command {
+        let mut cmd = tool("twine");
+        cmd.args([
+            "upload",
+            "--non-interactive",
+            "--disable-progress-bar",
+            "--verbose",
+        ])
+        .args(["--repository-url", &format!("{}/", self.url())])
+        .args(["-u", user, "-p", password])
+        .args(files);
+        cmd
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sha256_file(path: &Path) -> String {
+    sha256_hex(&std::fs::read(path).unwrap())
+}
+
+/// uv's cache would hide whether the index was asked: give each run its own.
+fn uv(work: &Path) -> Command {
+    let mut cmd = tool("uv");
+    cmd.env("UV_CACHE_DIR", work.join("uv-cache"))
+        .env("UV_NO_PROGRESS", "1")
+        .env_remove("UV_PYTHON");
+    cmd
+}
+
+#[test]
+fn open_index_round_trip_with_twine_pip_and_uv() {
+    let work = tempfile::tempdir().unwrap();
+    let dists = build_project(work.path(), "1.0");
+    let server = Server::start(&["-P", ".", "-a", "."], &[]);
+
+    run_ok(&mut server.twine_upload(&[&dists.wheel, &dists.sdist], "anyone", "anything"));
+    assert_eq!(
+        server.stored(),
+        vec!["wh_demo-1.0-py3-none-any.whl", "wh_demo-1.0.tar.gz"]
+    );
+    assert_eq!(
+        sha256_file(&server.packages().join("wh_demo-1.0.tar.gz")),
+        sha256_file(&dists.sdist)
+    );
+
+    let again = run_fails(&mut server.twine_upload(&[&dists.wheel], "anyone", "anything"));
+    assert!(text(&again).contains("already exists"), "{}", text(&again));
+
+    let skipped = run_ok(
+        uv(work.path())
+            .args(["publish", "--publish-url", &format!("{}/", server.url())])
+            .args(["--check-url", &format!("{}/simple/", server.url())])
+            .args(["-u", "anyone", "-p", "anything"])
+            .arg(&dists.wheel),
+    );
+    let skipped = text(&skipped);
+    assert!(skipped.to_lowercase().contains("skipping"), "{skipped}");
+    assert_eq!(server.stored().len(), 2);
+
+    let download = work.path().join("downloaded");
+    run_ok(
+        tool("pip")
+            .args([
+                "download",
+                "--no-cache-dir",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "-d",
+            ])
+            .arg(&download)
+            .args([
+                "--index-url",
+                &format!("{}/simple/", server.url()),
+                "wh-demo==1.0",
+            ]),
+    );
+    assert_eq!(
+        sha256_file(&download.join("wh_demo-1.0-py3-none-any.whl")),
+        sha256_file(&dists.wheel)
+    );
+
+    let pip_target = work.path().join("pip-target");
+    run_ok(
+        tool("pip")
+            .args(["install", "--no-cache-dir", "--target"])
+            .arg(&pip_target)
+            .args([
+                "--index-url",
+                &format!("{}/simple/", server.url()),
+                "WH_Demo",
+            ]),
+    );
+    assert!(pip_target.join("wh_demo/__init__.py").exists());
+
+    let uv_target = work.path().join("uv-target");
+    run_ok(
+        uv(work.path())
+            .args(["pip", "install", "--python"])
+            .arg(venv().join("bin/python"))
+            .arg("--target")
+            .arg(&uv_target)
+            .args([
+                "--index-url",
+                &format!("{}/simple/", server.url()),
+                "wh-demo",
+            ]),
+    );
+    assert!(uv_target.join("wh_demo/__init__.py").exists());
+}
+
+#[test]
+fn uv_resolves_through_pep658_metadata_without_downloading_the_wheel() {
+    let work = tempfile::tempdir().unwrap();
+    let dists = build_project(work.path(), "1.1");
+    let server = Server::start(&["-P", ".", "-a", "."], &[]);
+    run_ok(&mut server.twine_upload(&[&dists.wheel], "anyone", "anything"));
+
+    let requirements = work.path().join("requirements.in");
+    std::fs::write(&requirements, "wh-demo\n").unwrap();
+    let compiled = run_ok(
+        uv(work.path())
+            .args(["pip", "compile", "--python-version", "3.11", "--no-header"])
+            .args(["--index-url", &format!("{}/simple/", server.url())])
+            .arg(&requirements),
+    );
+    assert!(
+        String::from_utf8_lossy(&compiled.stdout).contains("wh-demo==1.1"),
+        "{}",
+        text(&compiled)
+    );
+
+    let log = server.log_text();
+    let wheel_path = "path=/packages/wh_demo-1.1-py3-none-any.whl";
+    assert!(
+        log.contains(&format!("{wheel_path}.metadata status=200")),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&format!("{wheel_path} ")),
+        "the wheel itself was fetched:\n{log}"
+    );
+}
+
+#[test]
+fn authenticated_index_refuses_clients_without_credentials() {
+    let work = tempfile::tempdir().unwrap();
+    let dists = build_project(work.path(), "2.0");
+    let htpasswd = work.path().join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!("alice:{}\n", bcrypt::hash("alice-pw-42", 5).unwrap()),
+    )
+    .unwrap();
+    let server = Server::start(
+        &[
+            "-P",
+            htpasswd.to_str().unwrap(),
+            "-a",
+            "update,download,list",
+        ],
+        &[
+            ("WHEELHOUSE_USERNAME", "deployer"),
+            ("WHEELHOUSE_PASSWORD", "env-pw-77"),
+        ],
+    );
+
+    let refused = run_fails(&mut server.twine_upload(&[&dists.wheel], "alice", "wrong"));
+    assert!(text(&refused).contains("403"), "{}", text(&refused));
+    assert!(server.stored().is_empty());
+    run_ok(&mut server.twine_upload(&[&dists.wheel], "alice", "alice-pw-42"));
+    run_ok(&mut server.twine_upload(&[&dists.sdist], "deployer", "env-pw-77"));
+    assert_eq!(server.stored().len(), 2);
+
+    let resp = reqwest::blocking::get(format!("{}/simple/wh-demo/", server.url())).unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Basic realm=\"pypi\"");
+
+    let pip_download = |index: String, dest: &str| {
+        let mut cmd = tool("pip");
+        cmd.args([
+            "download",
+            "--no-cache-dir",
+            "--no-deps",
+            "--no-input",
+            "-d",
+        ])
+        .arg(work.path().join(dest))
+        .args(["--index-url", &format!("{index}/simple/"), "wh-demo==2.0"]);
+        cmd
+    };
+    run_fails(&mut pip_download(server.url(), "anon"));
+    run_ok(&mut pip_download(
+        server.url_with("alice", "alice-pw-42"),
+        "alice",
+    ));
+    assert!(work
+        .path()
+        .join("alice/wh_demo-2.0-py3-none-any.whl")
+        .exists());
+
+    let uv_install = |index: String, dest: &str| {
+        let mut cmd = uv(work.path());
+        cmd.args(["pip", "install", "--python"])
+            .arg(venv().join("bin/python"))
+            .arg("--target")
+            .arg(work.path().join(dest))
+            .args(["--index-url", &format!("{index}/simple/"), "wh-demo"]);
+        cmd
+    };
+    run_fails(&mut uv_install(server.url(), "uv-anon"));
+    run_ok(&mut uv_install(
+        server.url_with("deployer", "env-pw-77"),
+        "uv-env-user",
+    ));
+    assert!(work.path().join("uv-env-user/wh_demo/__init__.py").exists());
+
+    let log = server.log_text();
+    assert!(log.contains("user=alice"), "{log}");
+    for secret in ["alice-pw-42", "env-pw-77", "Authorization", "authorization"] {
+        assert!(!log.contains(secret), "the log contains {secret:?}:\n{log}");
+    }
+}
+
+#[test]
+fn a_300_mb_upload_keeps_the_server_under_64_mb() {
+    let work = tempfile::tempdir().unwrap();
+    let wheel = work.path().join("wh_big-1.0-py3-none-any.whl");
+    // Incompressible data stored uncompressed: the upload really is 300 MB on the wire.
+    let script = format!(
+        "import os, zipfile\nwith zipfile.ZipFile({:?}, 'w', zipfile.ZIP_STORED) as z:\n    z.writestr('wh_big-1.0.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: wh-big\\nVersion: 1.0\\n')\n    z.writestr('wh_big-1.0.dist-info/WHEEL', 'Wheel-Version: 1.0\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n')\n    z.writestr('wh_big-1.0.dist-info/RECORD', '')\n    with z.open('wh_big/blob.bin', 'w', force_zip64=True) as blob:\n        for _ in range(300):\n            blob.write(os.urandom(1 << 20))\n",
+        wheel.to_str().unwrap()
+    );
+    run_ok(tool("python").args(["-c", &script]));
+    assert!(std::fs::metadata(&wheel).unwrap().len() > 300 << 20);
+
+    let server = Server::start(&["-P", ".", "-a", "."], &[]);
+    run_ok(&mut server.twine_upload(&[&wheel], "anyone", "anything"));
+    assert_eq!(server.stored(), vec!["wh_big-1.0-py3-none-any.whl"]);
+    assert_eq!(
+        sha256_file(&server.packages().join("wh_big-1.0-py3-none-any.whl")),
+        sha256_file(&wheel)
+    );
+    let peak_mib = server.peak_rss_kib() / 1024;
+    println!("server peak RSS during a 300 MB upload: {peak_mib} MiB");
+    assert!(peak_mib < 64, "peak RSS {peak_mib} MiB");
+}
+
+#[test]
+fn wrong_sha256_digest_is_400_and_stores_nothing() {
+    let server = Server::start(&["-P", ".", "-a", "."], &[]);
+    let bytes = common::wheel("wh-demo", "3.0", None);
+    let form = reqwest::blocking::multipart::Form::new()
+        .text(":action", "file_upload")
+        .text("name", "wh-demo")
+        .text("version", "3.0")
+        .text("sha256_digest", "ab".repeat(32))
+        .part(
+            "content",
+            reqwest::blocking::multipart::Part::bytes(bytes)
+                .file_name("wh_demo-3.0-py3-none-any.whl"),
+        );
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/", server.url()))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().unwrap().contains(&"ab".repeat(32)));
+    assert!(server.stored().is_empty(), "{:?}", server.stored());
+}
+
+#[test]
+fn downloads_have_exact_lengths_and_ranges_on_the_wire() {
+    let server = Server::start(&["-P", ".", "-a", "."], &[]);
+    let bytes = common::wheel("wh-demo", "1.0", None);
+    std::fs::write(
+        server.packages().join("wh_demo-1.0-py3-none-any.whl"),
+        &bytes,
+    )
+    .unwrap();
+    let url = format!("{}/packages/wh_demo-1.0-py3-none-any.whl", server.url());
+    let client = reqwest::blocking::Client::new();
+    let head = client.head(&url).send().unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        bytes.len().to_string().as_str()
+    );
+    let range = client
+        .get(&url)
+        .header("Range", "bytes=-100")
+        .send()
+        .unwrap();
+    assert_eq!(range.status(), 206);
+    assert_eq!(range.headers()["content-length"], "100");
+    assert_eq!(range.bytes().unwrap(), &bytes[bytes.len() - 100..]);
+}
+
+#[test]
+fn sigterm_lets_an_upload_in_flight_finish() {
+    let mut server = Server::start(&["-P", ".", "-a", "."], &[]);
+    let bytes = common::wheel("wh-demo", "4.0", None);
+    let sha = sha256_hex(&bytes);
+    let (content_type, body) = common::multipart(
+        &common::upload_fields("wh-demo", "4.0", &sha),
+        Some(("wh_demo-4.0-py3-none-any.whl", &bytes)),
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let half = body.len() / 2;
+    stream.write_all(&body[..half]).unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let pid = server.child.id() as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(&body[half..]).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(server.stored(), vec!["wh_demo-4.0-py3-none-any.whl"]);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM; log:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn command_line_errors_quote_the_bad_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(Command::new(env!("CARGO_BIN_EXE_wheelhouse"))
+        .args(["run", "-a", "everything"])
+        .arg(dir.path()));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("\"everything\""),
+        "{}",
+        text(&output)
+    );
+
+    let output = run_ok(Command::new(env!("CARGO_BIN_EXE_wheelhouse")).arg("--version"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains(env!("CARGO_PKG_VERSION")));
+
+    let output = run_ok(Command::new(env!("CARGO_BIN_EXE_wheelhouse")).args(["run", "--help"]));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--passwords",
+        "--server ",
+        "--log-req-frmt",
+        "--max-upload-size",
+        "WHEELHOUSE_USERNAME",
+    ] {
+        assert!(help.contains(flag), "help lacks {flag}:\n{help}");
+    }
+}
