@@ -48,9 +48,9 @@ pub struct RunArgs {
     /// Address or host name to listen on.
     #[arg(
         short = 'i',
-        short_alias = 'H',
+        visible_short_alias = 'H',
         long = "interface",
-        alias = "host",
+        visible_alias = "host",
         default_value = "0.0.0.0"
     )]
     pub interface: String,

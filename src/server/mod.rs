@@ -143,6 +143,29 @@ fn build_with(
     Ok(rocket::custom(rocket_config)
         .manage(app)
         .attach(in_flight)
+        .attach(rocket::fairing::AdHoc::on_liftoff("announce", |rocket| {
+            Box::pin(async move {
+                let roots = rocket
+                    .state::<App>()
+                    .map(|app| {
+                        app.index
+                            .config()
+                            .roots
+                            .iter()
+                            .map(|r| r.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                let config = rocket.config();
+                tracing::info!(
+                    "wheelhouse {} serving {roots} on http://{}:{}",
+                    env!("CARGO_PKG_VERSION"),
+                    config.address,
+                    config.port
+                );
+            })
+        }))
         .attach(access_log::AccessLog)
         .mount("/", vec![health])
         .mount(
@@ -186,22 +209,9 @@ pub async fn launch(config: ServerConfig) -> anyhow::Result<()> {
     let rocket = build_with(&config, in_flight.clone()).map_err(anyhow::Error::msg)?;
     let rocket = rocket.ignite().await?;
     let shutdown = rocket.shutdown();
-    tracing::info!(
-        "wheelhouse {} serving {} on http://{}:{}",
-        env!("CARGO_PKG_VERSION"),
-        config
-            .index
-            .roots
-            .iter()
-            .map(|r| r.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        config.address,
-        config.port
-    );
     rocket::tokio::select! {
         result = rocket.launch() => {
-            result?;
+            result.map_err(|err| anyhow::anyhow!("serving on {}:{}: {err}", config.address, config.port))?;
         }
         () = async { shutdown.await; in_flight.idle().await } => {
             tracing::info!("shutdown: no request in flight, exiting");
