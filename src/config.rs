@@ -28,6 +28,16 @@ pub struct Cli {
 pub enum Command {
     /// Serve the package directories (takes every option of `pypi-server run`).
     Run(Box<RunArgs>),
+    /// Probe a running server's health endpoint: exit 0 when it answers 200, 1 otherwise
+    /// (for container health checks in an image without a shell).
+    Healthcheck {
+        /// The health endpoint to probe.
+        #[arg(long, default_value = "http://127.0.0.1:8080/health")]
+        url: String,
+        /// Seconds to wait for an answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -371,7 +381,9 @@ mod tests {
     fn run_args(args: &[&str]) -> Result<ServerConfig, String> {
         let cli = Cli::try_parse_from(["wheelhouse", "run"].iter().chain(args))
             .map_err(|e| e.to_string())?;
-        let Command::Run(run) = cli.command;
+        let Command::Run(run) = cli.command else {
+            unreachable!("the command line above is a run command")
+        };
         run.into_config()
     }
 

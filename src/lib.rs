@@ -6,13 +6,17 @@
 //! - [`auth`]: htpasswd and environment credentials, with a cache for bcrypt.
 //! - [`config`]: the command line, checked in one place.
 //! - [`server`]: Rocket routes and guards.
+//! - [`healthcheck`]: the probe behind `wheelhouse healthcheck`.
+//! - [`deploy`]: `wheelhouse-deploy`, the AWS appliance as one CloudFormation stack.
 
 #[macro_use]
 extern crate rocket;
 
 pub mod auth;
 pub mod config;
+pub mod deploy;
 pub mod digest;
+pub mod healthcheck;
 pub mod index;
 pub mod names;
 pub mod server;

@@ -595,3 +595,20 @@ fn command_line_errors_quote_the_bad_value() {
         assert!(help.contains(flag), "help lacks {flag}:\n{help}");
     }
 }
+
+#[test]
+fn healthcheck_subcommand_probes_the_server() {
+    let server = Server::start(&["-P", ".", "-a", ".", "--health-endpoint", "/ready"], &[]);
+    let probe = |url: String| {
+        run(Command::new(env!("CARGO_BIN_EXE_wheelhouse"))
+            .args(["healthcheck", "--timeout", "2", "--url"])
+            .arg(url))
+    };
+    let ok = probe(format!("{}/ready", server.url()));
+    assert!(ok.status.success(), "{}", text(&ok));
+    let wrong_path = probe(format!("{}/health", server.url()));
+    assert_eq!(wrong_path.status.code(), Some(1), "{}", text(&wrong_path));
+    let dead = probe(format!("http://127.0.0.1:{}/ready", free_port()));
+    assert_eq!(dead.status.code(), Some(1), "{}", text(&dead));
+    assert!(String::from_utf8_lossy(&dead.stderr).contains("cannot connect"));
+}

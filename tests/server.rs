@@ -23,7 +23,9 @@ fn config(args: &[&str], dir: &Path) -> ServerConfig {
     let mut argv = vec!["wheelhouse", "run"];
     argv.extend_from_slice(args);
     argv.push(dir.to_str().unwrap());
-    let Command::Run(run) = Cli::try_parse_from(argv).unwrap().command;
+    let Command::Run(run) = Cli::try_parse_from(argv).unwrap().command else {
+        panic!("not a run command")
+    };
     run.into_config().unwrap()
 }
 

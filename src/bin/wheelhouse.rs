@@ -63,7 +63,21 @@ fn init_logging(config: &ServerConfig) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Run(run) = cli.command;
+    let run = match cli.command {
+        Command::Run(run) => run,
+        Command::Healthcheck { url, timeout } => {
+            return match wheelhouse::healthcheck::probe(
+                &url,
+                std::time::Duration::from_secs(timeout),
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("wheelhouse healthcheck: {err}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     let config = match run.into_config() {
         Ok(config) => config,
         Err(err) => {

@@ -1,0 +1,450 @@
+//! The `wheelhouse-deploy` command line and what each command does.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use super::aws::{sdk_config, AwsOptions};
+use super::render;
+use super::settings::{self, Settings};
+use super::sizing;
+use super::stack::{is_success, DeployError, StackClient, StackEvent};
+use super::template::appliance;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wheelhouse-deploy",
+    version,
+    about = "Put the wheelhouse appliance up on AWS as one CloudFormation stack",
+    after_help = "Settings come from wheelhouse.<stack>.toml in the current directory (or --config); \
+                  any setting can be overridden with --set key=value. The stack itself is the state: \
+                  nothing else is kept locally."
+)]
+pub struct DeployCli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: DeployCommand,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The CloudFormation stack.
+    #[arg(
+        long,
+        global = true,
+        env = "WHEELHOUSE_STACK",
+        default_value = "wheelhouse"
+    )]
+    pub stack: String,
+    /// Settings file (default: wheelhouse.<stack>.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override a setting, e.g. --set instance_type=t3.medium or --set 'alarm_emails=["a@b.c"]'.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// AWS region (default: from the environment or profile).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// AWS profile.
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Another AWS endpoint for every service, e.g. LocalStack's http://localhost:4566.
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Show what `up` would change, as a diff of resources.
+    Preview,
+    /// Preview, confirm, apply, and follow the stack until it settles.
+    Up {
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Print the stack's outputs.
+    Outputs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare the stack's resources with what AWS really has (drift detection).
+    Refresh,
+    /// Delete the stack (the EFS file system with the packages is kept).
+    Destroy {
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Write the stack's CloudFormation template.
+    Template {
+        /// File to write (default: standard output).
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print the capacity table: workers, task sizes and tasks per instance.
+    Sizing {
+        /// Size for this instance type instead of the configured one.
+        #[arg(long)]
+        instance_type: Option<String>,
+        /// Size for this container memory (MiB) instead of the configured one.
+        #[arg(long)]
+        container_memory: Option<u32>,
+    },
+    /// Print the generated upload/download credentials from Secrets Manager.
+    Credentials {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The stack output that holds the credentials secret's ARN.
+pub const SECRET_OUTPUT: &str = "CredentialsSecretArn";
+
+/// Why a command stopped without doing its job.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Settings(#[from] settings::LoadError),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl GlobalArgs {
+    fn settings_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| settings::default_path(&self.stack))
+    }
+
+    fn aws(&self) -> AwsOptions {
+        AwsOptions {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+        }
+    }
+}
+
+/// Runs a command; the exit code says how it went (0 done, 1 failed or declined, 2 bad
+/// settings, 130 interrupted).
+pub async fn run(cli: DeployCli) -> ExitCode {
+    match dispatch(&cli).await {
+        Ok(code) => code,
+        Err(Failure::Settings(err)) => {
+            eprintln!("wheelhouse-deploy: {err}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("wheelhouse-deploy: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: &DeployCli) -> Result<ExitCode, Failure> {
+    let global = &cli.global;
+    match &cli.command {
+        DeployCommand::Sizing {
+            instance_type,
+            container_memory,
+        } => sizing_table(global, instance_type.clone(), *container_memory),
+        DeployCommand::Template { output } => {
+            let template = build_template(global).await?;
+            match output {
+                Some(path) => std::fs::write(path, template).map_err(|err| {
+                    Failure::Other(format!("cannot write {}: {err}", path.display()))
+                })?,
+                None => print!("{template}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeployCommand::Preview => {
+            let template = build_template(global).await?;
+            let stack = stack_client(global).await;
+            let preview = stack.preview(&template).await?;
+            print!("{}", render::diff(stack.name(), &preview));
+            // A preview changes nothing: its change set (and a new stack's empty shell) go.
+            stack.discard(&preview).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        DeployCommand::Up { yes } => up(global, *yes).await,
+        DeployCommand::Outputs { json } => {
+            let stack = stack_client(global).await;
+            let state = stack.require_state().await?;
+            if *json {
+                println!("{}", render::outputs_json(&state));
+            } else {
+                print!("{}", render::outputs_table(&state));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeployCommand::Refresh => {
+            let stack = stack_client(global).await;
+            stack.require_state().await?;
+            let report = stack.detect_drift().await?;
+            print!("{}", render::drift(stack.name(), &report));
+            Ok(ExitCode::SUCCESS)
+        }
+        DeployCommand::Destroy { yes } => destroy(global, *yes).await,
+        DeployCommand::Credentials { json } => credentials(global, *json).await,
+    }
+}
+
+fn sizing_table(
+    global: &GlobalArgs,
+    instance_type: Option<String>,
+    container_memory: Option<u32>,
+) -> Result<ExitCode, Failure> {
+    // Only the sizing inputs matter here, so an incomplete settings file is fine.
+    let mut settings = Settings::read(&global.settings_path(), &global.overrides)?;
+    if let Some(instance_type) = instance_type {
+        settings.instance_type = instance_type;
+        settings.instance_vcpus = None;
+        settings.instance_memory_mib = None;
+    }
+    if let Some(memory) = container_memory {
+        settings.container_memory = memory;
+    }
+    if settings.instance_spec().is_none() {
+        let known: Vec<String> = sizing::known_instance_types().map(|(t, _)| t).collect();
+        return Err(Failure::Other(format!(
+            "instance type {:?} is not in the built-in table; set instance_vcpus and instance_memory_mib, or use one of: {}",
+            settings.instance_type,
+            known.join(", ")
+        )));
+    }
+    let sizing = settings.sizing();
+    print!(
+        "{}",
+        sizing.table(&settings.instance_type, settings.asg_min())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn build_template(global: &GlobalArgs) -> Result<String, Failure> {
+    let settings = Settings::load(&global.settings_path(), &global.overrides)?;
+    let network = if let (Some(vpc_id), Some(vpc_cidr)) = (&settings.vpc_id, &settings.vpc_cidr) {
+        super::template::Network {
+            vpc_id: vpc_id.clone(),
+            vpc_cidr: vpc_cidr.clone(),
+        }
+    } else {
+        let config = sdk_config(&global.aws()).await;
+        super::network::resolve(&settings, &aws_sdk_ec2::Client::new(&config)).await?
+    };
+    Ok(appliance(&settings, &settings.sizing(), &network).to_json())
+}
+
+async fn stack_client(global: &GlobalArgs) -> StackClient {
+    let config = sdk_config(&global.aws()).await;
+    StackClient::new(aws_sdk_cloudformation::Client::new(&config), &global.stack)
+}
+
+/// Asks a yes/no question on the terminal. Without a terminal there is nobody to ask: that
+/// is a refusal, and the message says to pass --yes.
+fn confirm(question: &str) -> Result<bool, Failure> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::Other(format!(
+            "{question} needs confirmation, but there is no terminal to ask: pass --yes"
+        )));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|err| Failure::Other(format!("reading the answer: {err}")))?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+/// Follows the stack with a spinner until it settles; Ctrl-C stops following, not the stack.
+async fn follow(
+    stack: &StackClient,
+    since: aws_smithy_types::DateTime,
+) -> Result<Result<(Option<super::stack::StackState>, Vec<StackEvent>), ExitCode>, Failure> {
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.enable_steady_tick(std::time::Duration::from_millis(120));
+    progress.set_message(format!("waiting for stack {}", stack.name()));
+    let mut events = Vec::new();
+    let followed = stack.follow(since, |event| {
+        progress.println(render::event(event));
+        progress.set_message(format!("{} {}", event.logical_id, event.status));
+        events.push(event.clone());
+    });
+    let outcome = tokio::select! {
+        result = followed => result,
+        _ = tokio::signal::ctrl_c() => {
+            progress.finish_and_clear();
+            eprintln!(
+                "Interrupted. The stack operation goes on in CloudFormation; follow it with\n  aws cloudformation describe-stack-events --stack-name {}\nor run `wheelhouse-deploy --stack {} outputs` once it settles.",
+                stack.name(),
+                stack.name()
+            );
+            return Ok(Err(ExitCode::from(130)));
+        }
+    };
+    progress.finish_and_clear();
+    Ok(Ok((outcome?, events)))
+}
+
+async fn up(global: &GlobalArgs, yes: bool) -> Result<ExitCode, Failure> {
+    let template = build_template(global).await?;
+    let stack = stack_client(global).await;
+    if let Some(state) = stack.state().await? {
+        if state.status == "ROLLBACK_COMPLETE" {
+            eprintln!(
+                "Stack {} is in ROLLBACK_COMPLETE: its first deploy failed and it can only be deleted.",
+                stack.name()
+            );
+            if !yes && !confirm("Delete it and create it again?")? {
+                return Ok(ExitCode::FAILURE);
+            }
+            let since = stack.latest_event_time().await?;
+            stack.delete().await?;
+            match follow(&stack, since).await? {
+                Err(code) => return Ok(code),
+                Ok((Some(state), events)) if state.status != "DELETE_COMPLETE" => {
+                    eprint!("{}", render::failures(&events));
+                    return Err(Failure::Other(format!(
+                        "deleting the failed stack ended in {}",
+                        state.status
+                    )));
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    let preview = stack.preview(&template).await?;
+    print!("{}", render::diff(stack.name(), &preview));
+    if preview.change_set_id.is_none() {
+        if let Some(state) = stack.state().await? {
+            print!("\nOutputs:\n{}", render::outputs_table(&state));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !yes && !confirm(&format!("\nApply these changes to stack {}?", stack.name()))? {
+        stack.discard(&preview).await?;
+        eprintln!("Cancelled: nothing was changed.");
+        return Ok(ExitCode::FAILURE);
+    }
+    let since = stack.latest_event_time().await?;
+    stack.execute(&preview).await?;
+    let (state, events) = match follow(&stack, since).await? {
+        Ok(done) => done,
+        Err(code) => return Ok(code),
+    };
+    let state = state.ok_or_else(|| DeployError::NoStack {
+        stack: stack.name().to_owned(),
+    })?;
+    if is_success(&state.status) {
+        println!("\nStack {}: {}", stack.name(), state.status);
+        print!("\nOutputs:\n{}", render::outputs_table(&state));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("\nStack {} ended in {}.", stack.name(), state.status);
+        if let Some(reason) = &state.reason {
+            eprintln!("Reason: {reason}");
+        }
+        eprint!("Failed resources:\n{}", render::failures(&events));
+        if state.status == "ROLLBACK_COMPLETE" {
+            eprintln!(
+                "The stack was never created; the next `up` offers to delete and recreate it."
+            );
+        } else if state.status.contains("ROLLBACK") {
+            eprintln!("Changes were rolled back: the stack is as it was before this update.");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+async fn destroy(global: &GlobalArgs, yes: bool) -> Result<ExitCode, Failure> {
+    let stack = stack_client(global).await;
+    if stack.state().await?.is_none() {
+        println!("Stack {} does not exist: nothing to destroy.", stack.name());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !yes
+        && !confirm(&format!(
+            "Destroy stack {}? (the EFS file system holding the packages is kept)",
+            stack.name()
+        ))?
+    {
+        eprintln!("Cancelled: nothing was deleted.");
+        return Ok(ExitCode::FAILURE);
+    }
+    let since = stack.latest_event_time().await?;
+    stack.delete().await?;
+    match follow(&stack, since).await? {
+        Err(code) => Ok(code),
+        Ok((None, _)) => {
+            println!("Stack {} destroyed.", stack.name());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((Some(state), _)) if state.status == "DELETE_COMPLETE" => {
+            println!("Stack {} destroyed.", stack.name());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((Some(state), events)) => {
+            eprintln!("Stack {} ended in {}.", stack.name(), state.status);
+            eprint!("Failed resources:\n{}", render::failures(&events));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn credentials(global: &GlobalArgs, json: bool) -> Result<ExitCode, Failure> {
+    let config = sdk_config(&global.aws()).await;
+    let stack = StackClient::new(aws_sdk_cloudformation::Client::new(&config), &global.stack);
+    let state = stack.require_state().await?;
+    let arn = state
+        .output(SECRET_OUTPUT)
+        .ok_or_else(|| DeployError::MissingOutput {
+            stack: global.stack.clone(),
+            output: SECRET_OUTPUT.to_owned(),
+        })?;
+    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    let value = secrets
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|err| {
+            use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+            Failure::Deploy(DeployError::Aws {
+                action: "GetSecretValue",
+                code: err.code().unwrap_or("Unknown").to_owned(),
+                message: err.message().unwrap_or_default().to_owned(),
+            })
+        })?;
+    let text = value.secret_string().unwrap_or_default();
+    let parsed: serde_json::Value = serde_json::from_str(text)
+        .map_err(|err| Failure::Other(format!("secret {arn} is not the expected JSON: {err}")))?;
+    let field = |name: &str| {
+        parsed
+            .get(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"username": field("username"), "password": field("password")})
+        );
+    } else {
+        println!(
+            "username: {}\npassword: {}",
+            field("username"),
+            field("password")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

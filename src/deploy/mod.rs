@@ -1,0 +1,18 @@
+//! `wheelhouse-deploy`: the AWS appliance as one CloudFormation stack. The stack is the state:
+//! settings come from a file the user keeps, everything else is asked of CloudFormation.
+//!
+//! - [`settings`]: the per-stack settings file, validated before any AWS call.
+//! - [`sizing`]: tasks per instance and task sizes, the seed's formulas.
+//! - [`template`]: the stack's template from typed values.
+//! - [`stack`]: CloudFormation operations (change sets, events, drift), nothing printed.
+//! - [`render`]: diffs, events, outputs and drift as text.
+//! - [`cli`]: the commands.
+
+pub mod aws;
+pub mod cli;
+pub mod network;
+pub mod render;
+pub mod settings;
+pub mod sizing;
+pub mod stack;
+pub mod template;

@@ -1,0 +1,1122 @@
+//! Per-stack settings: a TOML file the user keeps next to their other infrastructure
+//! (`wheelhouse.<stack>.toml`, as Pulumi keeps `Pulumi.<stack>.yaml`), every key overridable
+//! with `--set key=value`. Everything is checked before any AWS call; each error names the
+//! setting and the bad value.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::sizing::{self, InstanceSpec, Sizing, SizingInput, AGENT_MIB};
+
+/// EFS throughput modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ThroughputMode {
+    #[default]
+    Elastic,
+    Bursting,
+    Provisioned,
+}
+
+impl ThroughputMode {
+    pub fn as_cfn(self) -> &'static str {
+        match self {
+            ThroughputMode::Elastic => "elastic",
+            ThroughputMode::Bursting => "bursting",
+            ThroughputMode::Provisioned => "provisioned",
+        }
+    }
+}
+
+/// When files move to EFS Infrequent Access: after a number of days, or never.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IaTransition {
+    Days(u32),
+    Word(String),
+}
+
+impl Default for IaTransition {
+    fn default() -> Self {
+        IaTransition::Days(30)
+    }
+}
+
+impl fmt::Display for IaTransition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IaTransition::Days(days) => write!(f, "{days}"),
+            IaTransition::Word(word) => write!(f, "{word:?}"),
+        }
+    }
+}
+
+impl IaTransition {
+    /// The CloudFormation `TransitionToIA` value, or `None` for never.
+    pub fn as_cfn(&self) -> Option<String> {
+        match self {
+            IaTransition::Days(days) => Some(format!("AFTER_{days}_DAYS")),
+            IaTransition::Word(_) => None,
+        }
+    }
+}
+
+/// Everything a stack is made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// EC2 instance type of the ECS hosts.
+    pub instance_type: String,
+    /// vCPUs of an instance type the built-in table does not know (with `instance_memory_mib`).
+    pub instance_vcpus: Option<u32>,
+    /// Memory of an instance type the built-in table does not know.
+    pub instance_memory_mib: Option<u32>,
+    /// Auto scaling group bounds; min defaults to the number of `asg_subnets`, max to 2 × min.
+    pub asg_min_size: Option<u32>,
+    pub asg_max_size: Option<u32>,
+    /// Private subnets of the ECS hosts (and the EFS mount targets).
+    pub asg_subnets: Vec<String>,
+    /// Public subnets of the load balancer (at least two, in different AZs).
+    pub lb_subnets: Vec<String>,
+    /// The VPC; looked up from the subnets when not given.
+    pub vpc_id: Option<String>,
+    /// The VPC's CIDR (NFS is allowed only from it); looked up when not given.
+    pub vpc_cidr: Option<String>,
+    /// Host names in the hosted zone that point at the load balancer.
+    pub dns_names: Vec<String>,
+    pub hosted_zone_id: String,
+    /// The hosted zone's domain, e.g. `example.com`.
+    pub hosted_zone_name: String,
+    pub environment: String,
+    /// Names the cluster, service and friends (at most 32 characters).
+    pub service_name: String,
+    /// Service task bounds; default from sizing (min = tasks per instance × ASG min, max = 2 × min).
+    pub task_min_count: Option<u32>,
+    pub task_max_count: Option<u32>,
+    pub efs_throughput_mode: ThroughputMode,
+    /// MiB/s, only with `efs_throughput_mode = "provisioned"` (1–3414).
+    pub efs_provisioned_throughput_mibps: Option<u32>,
+    /// Days until Infrequent Access (7, 14, 30, 60, 90) or "never".
+    pub efs_transition_to_ia: IaTransition,
+    pub backup: bool,
+    pub backup_retention_days: u32,
+    pub backup_schedule: String,
+    pub dashboard: bool,
+    pub alarm_emails: Vec<String>,
+    /// More SNS topics that receive every alarm.
+    pub alarm_topic_arns: Vec<String>,
+    /// Alarm when EFS burst credits fall below this many bytes (bursting mode only).
+    pub efs_burst_credit_threshold: u64,
+    /// Hard memory limit of a task, MiB (128–30720).
+    pub container_memory: u32,
+    /// Soft memory limit, MiB; default floor(0.75 × container_memory).
+    pub memory_reservation: Option<u32>,
+    /// CPU units of a task; default workers × 150 + 40.
+    pub container_cpu: Option<u32>,
+    /// Request threads of the server (1–16); default max(2, min(8, memory / 128)).
+    pub workers: Option<u32>,
+    pub image_repository: String,
+    pub image_tag: String,
+    /// Roles that may read the generated credentials besides the tasks.
+    pub secret_readers: Vec<String>,
+    /// Managed policies added to the instance role.
+    pub instance_policy_arns: Vec<String>,
+    /// Who may reach the load balancer.
+    pub allowed_cidrs: Vec<String>,
+    /// CloudWatch Logs retention of the server's log group.
+    pub log_retention_days: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            instance_type: "t3.small".into(),
+            instance_vcpus: None,
+            instance_memory_mib: None,
+            asg_min_size: None,
+            asg_max_size: None,
+            asg_subnets: Vec::new(),
+            lb_subnets: Vec::new(),
+            vpc_id: None,
+            vpc_cidr: None,
+            dns_names: vec!["pypiserver".into()],
+            hosted_zone_id: String::new(),
+            hosted_zone_name: String::new(),
+            environment: "production".into(),
+            service_name: "wheelhouse".into(),
+            task_min_count: None,
+            task_max_count: None,
+            efs_throughput_mode: ThroughputMode::Elastic,
+            efs_provisioned_throughput_mibps: None,
+            efs_transition_to_ia: IaTransition::default(),
+            backup: true,
+            backup_retention_days: 7,
+            backup_schedule: "cron(0 2 * * ? *)".into(),
+            dashboard: true,
+            alarm_emails: Vec::new(),
+            alarm_topic_arns: Vec::new(),
+            efs_burst_credit_threshold: 1_000_000_000_000,
+            container_memory: 512,
+            memory_reservation: None,
+            container_cpu: None,
+            workers: None,
+            image_repository: String::new(),
+            image_tag: "latest".into(),
+            secret_readers: Vec::new(),
+            instance_policy_arns: Vec::new(),
+            allowed_cidrs: vec!["0.0.0.0/0".into()],
+            log_retention_days: 30,
+        }
+    }
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting} = {value}: {reason}")]
+pub struct SettingError {
+    pub setting: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read settings file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("settings file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("--set {raw:?}: {reason}")]
+    Override { raw: String, reason: String },
+    #[error("invalid settings:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Invalid(Vec<SettingError>),
+}
+
+/// The settings file of a stack, by convention.
+pub fn default_path(stack: &str) -> PathBuf {
+    PathBuf::from(format!("wheelhouse.{stack}.toml"))
+}
+
+impl Settings {
+    /// Reads the file (if it exists), applies `--set key=value` overrides, and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, LoadError> {
+        let settings = Self::read(path, overrides)?;
+        settings.validate().map_err(LoadError::Invalid)?;
+        Ok(settings)
+    }
+
+    /// Reads the file and overrides without the full validation, for commands that need only
+    /// a few settings (`sizing`).
+    pub fn read(path: &Path, overrides: &[String]) -> Result<Self, LoadError> {
+        let mut table = match std::fs::read_to_string(path) {
+            Ok(text) => text
+                .parse::<toml::Table>()
+                .map_err(|err| LoadError::Parse {
+                    path: path.display().to_string(),
+                    message: err.to_string(),
+                })?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+            Err(source) => {
+                return Err(LoadError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        for raw in overrides {
+            apply_override(&mut table, raw)?;
+        }
+        let settings: Settings =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|err: toml::de::Error| LoadError::Parse {
+                    path: path.display().to_string(),
+                    message: err.message().to_owned(),
+                })?;
+        Ok(settings)
+    }
+
+    /// The instance's vCPUs and memory: from the override, else from the table.
+    pub fn instance_spec(&self) -> Option<InstanceSpec> {
+        match (self.instance_vcpus, self.instance_memory_mib) {
+            (Some(vcpus), Some(memory_mib)) => Some(InstanceSpec { vcpus, memory_mib }),
+            _ => sizing::instance_spec(&self.instance_type),
+        }
+    }
+
+    pub fn asg_min(&self) -> u32 {
+        self.asg_min_size.unwrap_or(
+            u32::try_from(self.asg_subnets.len())
+                .unwrap_or(u32::MAX)
+                .max(1),
+        )
+    }
+
+    pub fn asg_max(&self) -> u32 {
+        self.asg_max_size.unwrap_or(2 * self.asg_min())
+    }
+
+    /// The sizing of this stack. Only call on validated settings.
+    pub fn sizing(&self) -> Sizing {
+        let spec = self.instance_spec().unwrap_or(InstanceSpec {
+            vcpus: 2,
+            memory_mib: 2048,
+        });
+        sizing::compute(&SizingInput {
+            spec,
+            container_memory: self.container_memory,
+            memory_reservation: self.memory_reservation,
+            container_cpu: self.container_cpu,
+            workers: self.workers,
+            asg_min_size: self.asg_min(),
+            task_min_count: self.task_min_count,
+            task_max_count: self.task_max_count,
+        })
+    }
+
+    /// Every rule, all reported at once.
+    pub fn validate(&self) -> Result<(), Vec<SettingError>> {
+        let mut errors = Vec::new();
+        let mut fail = |setting: &'static str, value: String, reason: &str| {
+            errors.push(SettingError {
+                setting,
+                value,
+                reason: reason.to_owned(),
+            })
+        };
+        let quoted = |s: &str| format!("{s:?}");
+        let list = |v: &[String]| format!("{v:?}");
+
+        match (self.instance_vcpus, self.instance_memory_mib) {
+            (Some(0), _) => fail("instance_vcpus", "0".into(), "must be at least 1"),
+            (_, Some(m)) if m <= AGENT_MIB => fail(
+                "instance_memory_mib",
+                m.to_string(),
+                "must be more than the 300 MiB the ECS agent keeps",
+            ),
+            (Some(_), None) | (None, Some(_)) => fail(
+                "instance_vcpus",
+                format!("{:?}/{:?}", self.instance_vcpus, self.instance_memory_mib),
+                "instance_vcpus and instance_memory_mib go together",
+            ),
+            (Some(_), Some(_)) => {}
+            (None, None) => {
+                if sizing::instance_spec(&self.instance_type).is_none() {
+                    fail(
+                        "instance_type",
+                        quoted(&self.instance_type),
+                        "not in the built-in table (t3/t3a/t4g, m5/m6i/m6a/m7i/m7g, c5/c6i/c6a/c7i/c7g, r5/r6i/r7g); give instance_vcpus and instance_memory_mib for other types",
+                    )
+                }
+            }
+        }
+        if !is_instance_type(&self.instance_type) {
+            fail(
+                "instance_type",
+                quoted(&self.instance_type),
+                "expected FAMILY.SIZE, e.g. t3.small",
+            );
+        }
+        if self.asg_subnets.is_empty() {
+            fail(
+                "asg_subnets",
+                list(&self.asg_subnets),
+                "at least one private subnet is needed",
+            );
+        }
+        for subnet in &self.asg_subnets {
+            if !is_aws_id(subnet, "subnet-") {
+                fail(
+                    "asg_subnets",
+                    quoted(subnet),
+                    "not a subnet id (subnet-...)",
+                );
+            }
+        }
+        if self.lb_subnets.len() < 2 {
+            fail(
+                "lb_subnets",
+                list(&self.lb_subnets),
+                "an application load balancer needs at least two public subnets",
+            );
+        }
+        for subnet in &self.lb_subnets {
+            if !is_aws_id(subnet, "subnet-") {
+                fail("lb_subnets", quoted(subnet), "not a subnet id (subnet-...)");
+            }
+        }
+        if has_duplicates(&self.asg_subnets) {
+            fail(
+                "asg_subnets",
+                list(&self.asg_subnets),
+                "lists a subnet twice",
+            );
+        }
+        if has_duplicates(&self.lb_subnets) {
+            fail("lb_subnets", list(&self.lb_subnets), "lists a subnet twice");
+        }
+        if self.asg_min_size == Some(0) {
+            fail("asg_min_size", "0".into(), "must be at least 1");
+        }
+        if self.asg_max() < self.asg_min() {
+            fail(
+                "asg_max_size",
+                self.asg_max().to_string(),
+                &format!("must be at least asg_min_size ({})", self.asg_min()),
+            );
+        }
+        if let Some(vpc) = &self.vpc_id {
+            if !is_aws_id(vpc, "vpc-") {
+                fail("vpc_id", quoted(vpc), "not a VPC id (vpc-...)");
+            }
+        }
+        if let Some(cidr) = &self.vpc_cidr {
+            if !is_cidr(cidr) {
+                fail(
+                    "vpc_cidr",
+                    quoted(cidr),
+                    "not a CIDR block, e.g. 10.0.0.0/16",
+                );
+            }
+        }
+        if self.dns_names.is_empty() {
+            fail(
+                "dns_names",
+                list(&self.dns_names),
+                "at least one name is needed",
+            );
+        }
+        for name in &self.dns_names {
+            if !is_dns_name(name) {
+                fail(
+                    "dns_names",
+                    quoted(name),
+                    "not a DNS name (letters, digits, '-' and '.')",
+                );
+            }
+        }
+        if !self.hosted_zone_id.starts_with('Z')
+            || self.hosted_zone_id.len() < 2
+            || !self
+                .hosted_zone_id
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        {
+            fail(
+                "hosted_zone_id",
+                quoted(&self.hosted_zone_id),
+                "not a Route53 hosted zone id (Z...)",
+            );
+        }
+        if !is_dns_name(self.hosted_zone_name.trim_end_matches('.'))
+            || !self.hosted_zone_name.contains('.')
+        {
+            fail(
+                "hosted_zone_name",
+                quoted(&self.hosted_zone_name),
+                "not a domain name, e.g. example.com",
+            );
+        }
+        if self.environment.is_empty()
+            || self.environment.len() > 32
+            || !self
+                .environment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            fail(
+                "environment",
+                quoted(&self.environment),
+                "1-32 letters, digits or '-'",
+            );
+        }
+        if self.service_name.is_empty() || self.service_name.len() > 32 {
+            fail(
+                "service_name",
+                quoted(&self.service_name),
+                "must be 1-32 characters",
+            );
+        } else if !self
+            .service_name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic())
+            || !self
+                .service_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            fail(
+                "service_name",
+                quoted(&self.service_name),
+                "letters, digits and '-', starting with a letter",
+            );
+        }
+        if self.task_min_count == Some(0) {
+            fail("task_min_count", "0".into(), "must be at least 1");
+        }
+        if let (Some(min), Some(max)) = (self.task_min_count, self.task_max_count) {
+            if max < min {
+                fail(
+                    "task_max_count",
+                    max.to_string(),
+                    &format!("must be at least task_min_count ({min})"),
+                );
+            }
+        }
+        match (
+            self.efs_throughput_mode,
+            self.efs_provisioned_throughput_mibps,
+        ) {
+            (ThroughputMode::Provisioned, None) => fail(
+                "efs_provisioned_throughput_mibps",
+                "unset".into(),
+                "required with efs_throughput_mode = \"provisioned\" (1-3414)",
+            ),
+            (ThroughputMode::Provisioned, Some(mibps)) if !(1..=3414).contains(&mibps) => fail(
+                "efs_provisioned_throughput_mibps",
+                mibps.to_string(),
+                "must be 1-3414 MiB/s",
+            ),
+            (ThroughputMode::Elastic | ThroughputMode::Bursting, Some(mibps)) => fail(
+                "efs_provisioned_throughput_mibps",
+                mibps.to_string(),
+                "only applies with efs_throughput_mode = \"provisioned\"",
+            ),
+            _ => {}
+        }
+        match &self.efs_transition_to_ia {
+            IaTransition::Days(7 | 14 | 30 | 60 | 90) => {}
+            IaTransition::Word(word) if word == "never" => {}
+            other => fail(
+                "efs_transition_to_ia",
+                other.to_string(),
+                "must be 7, 14, 30, 60, 90 or \"never\"",
+            ),
+        }
+        if !(1..=35).contains(&self.backup_retention_days) {
+            fail(
+                "backup_retention_days",
+                self.backup_retention_days.to_string(),
+                "must be 1-35",
+            );
+        }
+        if !is_schedule(&self.backup_schedule) {
+            fail(
+                "backup_schedule",
+                quoted(&self.backup_schedule),
+                "expected cron(MIN HOUR DAY MONTH WEEKDAY YEAR) or rate(N unit)",
+            );
+        }
+        if self.alarm_emails.is_empty() {
+            fail(
+                "alarm_emails",
+                list(&self.alarm_emails),
+                "at least one address must receive the alarms",
+            );
+        }
+        for email in &self.alarm_emails {
+            let valid = email.split_once('@').is_some_and(|(user, domain)| {
+                !user.is_empty()
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !email.contains(char::is_whitespace)
+            });
+            if !valid {
+                fail("alarm_emails", quoted(email), "not an e-mail address");
+            }
+        }
+        for arn in &self.alarm_topic_arns {
+            if !is_arn(arn, "sns", "") {
+                fail(
+                    "alarm_topic_arns",
+                    quoted(arn),
+                    "not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)",
+                );
+            }
+        }
+        if self.efs_burst_credit_threshold == 0 {
+            fail(
+                "efs_burst_credit_threshold",
+                "0".into(),
+                "must be more than 0 bytes",
+            );
+        }
+        if !(128..=30720).contains(&self.container_memory) {
+            fail(
+                "container_memory",
+                self.container_memory.to_string(),
+                "must be 128-30720 MiB",
+            );
+        } else if let Some(spec) = self.instance_spec() {
+            if self.container_memory > spec.memory_mib.saturating_sub(AGENT_MIB) {
+                fail(
+                    "container_memory",
+                    self.container_memory.to_string(),
+                    &format!(
+                        "does not fit on {} ({} MiB, of which {AGENT_MIB} stay with the ECS agent)",
+                        self.instance_type, spec.memory_mib
+                    ),
+                );
+            }
+        }
+        if let Some(reservation) = self.memory_reservation {
+            if reservation == 0 || reservation > self.container_memory {
+                fail(
+                    "memory_reservation",
+                    reservation.to_string(),
+                    &format!("must be 1 to container_memory ({})", self.container_memory),
+                );
+            }
+        }
+        if let Some(cpu) = self.container_cpu {
+            if !(128..=10240).contains(&cpu) {
+                fail(
+                    "container_cpu",
+                    cpu.to_string(),
+                    "must be 128-10240 CPU units",
+                );
+            }
+        }
+        if let Some(workers) = self.workers {
+            if !(1..=16).contains(&workers) {
+                fail("workers", workers.to_string(), "must be 1-16");
+            }
+        }
+        if self.image_repository.is_empty()
+            || self.image_repository.contains(char::is_whitespace)
+            || self.image_repository.contains('@')
+        {
+            fail(
+                "image_repository",
+                quoted(&self.image_repository),
+                "the server image's repository is required, e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/wheelhouse",
+            );
+        }
+        if self.image_tag.is_empty()
+            || self.image_tag.len() > 128
+            || !self
+                .image_tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            fail(
+                "image_tag",
+                quoted(&self.image_tag),
+                "1-128 letters, digits, '.', '_' or '-'",
+            );
+        }
+        for role in &self.secret_readers {
+            if !is_arn(role, "iam", "role/") {
+                fail(
+                    "secret_readers",
+                    quoted(role),
+                    "not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
+                );
+            }
+        }
+        for policy in &self.instance_policy_arns {
+            if !is_arn(policy, "iam", "policy/") {
+                fail(
+                    "instance_policy_arns",
+                    quoted(policy),
+                    "not an IAM policy ARN (arn:aws:iam::aws:policy/NAME)",
+                );
+            }
+        }
+        if self.allowed_cidrs.is_empty() {
+            fail(
+                "allowed_cidrs",
+                list(&self.allowed_cidrs),
+                "at least one CIDR must reach the load balancer",
+            );
+        }
+        for cidr in &self.allowed_cidrs {
+            if !is_cidr(cidr) {
+                fail(
+                    "allowed_cidrs",
+                    quoted(cidr),
+                    "not a CIDR block, e.g. 0.0.0.0/0 or 10.0.0.0/8",
+                );
+            }
+        }
+        const RETENTIONS: &[u32] = &[
+            1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+            2922, 3288, 3653,
+        ];
+        if !RETENTIONS.contains(&self.log_retention_days) {
+            fail(
+                "log_retention_days",
+                self.log_retention_days.to_string(),
+                "not a CloudWatch Logs retention (1, 3, 5, 7, 14, 30, 60, 90, ... 3653)",
+            );
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Full DNS names of the service.
+    pub fn fqdns(&self) -> Vec<String> {
+        let zone = self.hosted_zone_name.trim_end_matches('.');
+        self.dns_names
+            .iter()
+            .map(|name| {
+                let name = name.trim_end_matches('.');
+                if name == zone || name.ends_with(&format!(".{zone}")) {
+                    name.to_owned()
+                } else {
+                    format!("{name}.{zone}")
+                }
+            })
+            .collect()
+    }
+}
+
+/// `key=value`, where the value is read as TOML when it parses (numbers, booleans, arrays)
+/// and as a plain string otherwise.
+fn apply_override(table: &mut toml::Table, raw: &str) -> Result<(), LoadError> {
+    let Some((key, value)) = raw.split_once('=') else {
+        return Err(LoadError::Override {
+            raw: raw.to_owned(),
+            reason: "expected key=value".into(),
+        });
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(LoadError::Override {
+            raw: raw.to_owned(),
+            reason: "the key is empty".into(),
+        });
+    }
+    let value = value.trim();
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    table.insert(key.to_owned(), parsed);
+    Ok(())
+}
+
+fn is_instance_type(raw: &str) -> bool {
+    raw.split_once('.').is_some_and(|(family, size)| {
+        !family.is_empty()
+            && !size.is_empty()
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    })
+}
+
+fn is_aws_id(raw: &str, prefix: &str) -> bool {
+    raw.strip_prefix(prefix)
+        .is_some_and(|hex| !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn is_cidr(raw: &str) -> bool {
+    let Some((ip, bits)) = raw.split_once('/') else {
+        return false;
+    };
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    bits.parse::<u8>().is_ok_and(|b| b <= max)
+}
+
+fn is_dns_name(raw: &str) -> bool {
+    !raw.is_empty()
+        && raw.len() <= 253
+        && raw.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn is_schedule(raw: &str) -> bool {
+    if let Some(body) = raw.strip_prefix("cron(").and_then(|r| r.strip_suffix(')')) {
+        return body.split_whitespace().count() == 6;
+    }
+    if let Some(body) = raw.strip_prefix("rate(").and_then(|r| r.strip_suffix(')')) {
+        let mut parts = body.split_whitespace();
+        let (Some(n), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
+            return false;
+        };
+        return n.parse::<u32>().is_ok_and(|n| n > 0)
+            && matches!(
+                unit,
+                "minute" | "minutes" | "hour" | "hours" | "day" | "days"
+            );
+    }
+    false
+}
+
+/// `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE` with the resource starting with `resource`.
+fn is_arn(raw: &str, service: &str, resource: &str) -> bool {
+    let parts: Vec<&str> = raw.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == service
+        && (parts[4] == "aws"
+            || (parts[4].len() == 12 && parts[4].bytes().all(|b| b.is_ascii_digit())))
+        && parts[5].starts_with(resource)
+        && parts[5].len() > resource.len()
+}
+
+fn has_duplicates(items: &[String]) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    items.iter().any(|i| !seen.insert(i))
+}
+
+/// A complete, valid example, used by the README and the tests.
+pub fn example() -> Settings {
+    Settings {
+        asg_subnets: vec!["subnet-0a1b2c3d".into(), "subnet-1a2b3c4d".into()],
+        lb_subnets: vec!["subnet-2a3b4c5d".into(), "subnet-3a4b5c6d".into()],
+        vpc_id: Some("vpc-0f1e2d3c".into()),
+        vpc_cidr: Some("10.20.0.0/16".into()),
+        hosted_zone_id: "Z0123456789ABCDEFGHIJ".into(),
+        hosted_zone_name: "example.com".into(),
+        alarm_emails: vec!["ops@example.com".into()],
+        image_repository: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/wheelhouse".into(),
+        image_tag: "0.1.0".into(),
+        ..Settings::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one error `change` makes on the valid example, as text.
+    fn error_of(change: impl FnOnce(&mut Settings)) -> String {
+        let mut settings = example();
+        change(&mut settings);
+        let errors = settings
+            .validate()
+            .expect_err("the change should be refused");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        errors[0].to_string()
+    }
+
+    #[test]
+    fn the_example_is_valid_and_sized_like_the_seed() {
+        let settings = example();
+        settings.validate().unwrap();
+        assert_eq!(settings.asg_min(), 2);
+        assert_eq!(settings.asg_max(), 4);
+        let sizing = settings.sizing();
+        assert_eq!(
+            (sizing.tasks_per_instance, sizing.task_min, sizing.task_max),
+            (3, 6, 12)
+        );
+        assert_eq!(settings.fqdns(), vec!["pypiserver.example.com"]);
+    }
+
+    #[test]
+    fn err_unknown_instance_type() {
+        let e = error_of(|s| s.instance_type = "z9.mega".into());
+        assert!(
+            e.starts_with("instance_type = \"z9.mega\": not in the built-in table"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_instance_type_with_override_is_fine() {
+        let mut s = example();
+        s.instance_type = "x2iedn.xlarge".into();
+        s.instance_vcpus = Some(4);
+        s.instance_memory_mib = Some(131_072);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn err_instance_override_half_given() {
+        let e = error_of(|s| s.instance_vcpus = Some(4));
+        assert!(
+            e.contains("instance_vcpus and instance_memory_mib go together"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn err_instance_type_shape() {
+        let e = error_of(|s| {
+            s.instance_type = "T3 small".into();
+            s.instance_vcpus = Some(2);
+            s.instance_memory_mib = Some(2048);
+        });
+        assert_eq!(
+            e,
+            "instance_type = \"T3 small\": expected FAMILY.SIZE, e.g. t3.small"
+        );
+    }
+
+    #[test]
+    fn err_asg_subnets() {
+        assert_eq!(
+            error_of(|s| s.asg_subnets.clear()),
+            "asg_subnets = []: at least one private subnet is needed"
+        );
+        assert_eq!(
+            error_of(|s| s.asg_subnets[0] = "sn-1".into()),
+            "asg_subnets = \"sn-1\": not a subnet id (subnet-...)"
+        );
+        assert!(error_of(|s| s.asg_subnets[1] = s.asg_subnets[0].clone())
+            .contains("lists a subnet twice"));
+    }
+
+    #[test]
+    fn err_lb_subnets() {
+        assert_eq!(
+            error_of(|s| {
+                s.lb_subnets.pop();
+            }),
+            "lb_subnets = [\"subnet-2a3b4c5d\"]: an application load balancer needs at least two public subnets"
+        );
+        assert!(error_of(|s| s.lb_subnets[0] = "x".into()).contains("not a subnet id"));
+    }
+
+    #[test]
+    fn err_asg_sizes() {
+        assert_eq!(
+            error_of(|s| s.asg_min_size = Some(0))
+                .split(':')
+                .next()
+                .unwrap(),
+            "asg_min_size = 0"
+        );
+        assert_eq!(
+            error_of(|s| {
+                s.asg_min_size = Some(3);
+                s.asg_max_size = Some(2);
+            }),
+            "asg_max_size = 2: must be at least asg_min_size (3)"
+        );
+    }
+
+    #[test]
+    fn err_vpc() {
+        assert_eq!(
+            error_of(|s| s.vpc_id = Some("vpc_1".into())),
+            "vpc_id = \"vpc_1\": not a VPC id (vpc-...)"
+        );
+        assert_eq!(
+            error_of(|s| s.vpc_cidr = Some("10.0.0.0/33".into())),
+            "vpc_cidr = \"10.0.0.0/33\": not a CIDR block, e.g. 10.0.0.0/16"
+        );
+    }
+
+    #[test]
+    fn err_dns() {
+        assert_eq!(
+            error_of(|s| s.dns_names.clear()),
+            "dns_names = []: at least one name is needed"
+        );
+        assert!(error_of(|s| s.dns_names = vec!["bad_name".into()])
+            .starts_with("dns_names = \"bad_name\""));
+        assert!(
+            error_of(|s| s.hosted_zone_id = "abc".into()).starts_with("hosted_zone_id = \"abc\"")
+        );
+        assert!(error_of(|s| s.hosted_zone_name = "localhost".into())
+            .starts_with("hosted_zone_name = \"localhost\""));
+    }
+
+    #[test]
+    fn err_names() {
+        assert!(error_of(|s| s.environment = "prod env".into())
+            .starts_with("environment = \"prod env\""));
+        let long = "w".repeat(33);
+        assert_eq!(
+            error_of(|s| s.service_name = long.clone()),
+            format!("service_name = \"{long}\": must be 1-32 characters")
+        );
+        assert!(error_of(|s| s.service_name = "1wheel".into()).contains("starting with a letter"));
+    }
+
+    #[test]
+    fn err_task_counts() {
+        assert!(error_of(|s| s.task_min_count = Some(0)).starts_with("task_min_count = 0"));
+        assert_eq!(
+            error_of(|s| {
+                s.task_min_count = Some(4);
+                s.task_max_count = Some(3);
+            }),
+            "task_max_count = 3: must be at least task_min_count (4)"
+        );
+    }
+
+    #[test]
+    fn err_efs_throughput() {
+        assert!(
+            error_of(|s| s.efs_throughput_mode = ThroughputMode::Provisioned)
+                .starts_with("efs_provisioned_throughput_mibps = unset: required")
+        );
+        assert_eq!(
+            error_of(|s| {
+                s.efs_throughput_mode = ThroughputMode::Provisioned;
+                s.efs_provisioned_throughput_mibps = Some(3415);
+            }),
+            "efs_provisioned_throughput_mibps = 3415: must be 1-3414 MiB/s"
+        );
+        assert!(
+            error_of(|s| s.efs_provisioned_throughput_mibps = Some(10)).contains("only applies")
+        );
+    }
+
+    #[test]
+    fn err_efs_lifecycle() {
+        assert_eq!(
+            error_of(|s| s.efs_transition_to_ia = IaTransition::Days(45)),
+            "efs_transition_to_ia = 45: must be 7, 14, 30, 60, 90 or \"never\""
+        );
+        assert!(
+            error_of(|s| s.efs_transition_to_ia = IaTransition::Word("sometimes".into()))
+                .starts_with("efs_transition_to_ia = \"sometimes\"")
+        );
+    }
+
+    #[test]
+    fn err_backup() {
+        assert_eq!(
+            error_of(|s| s.backup_retention_days = 36),
+            "backup_retention_days = 36: must be 1-35"
+        );
+        assert!(error_of(|s| s.backup_schedule = "cron(0 2 * *)".into())
+            .starts_with("backup_schedule = \"cron(0 2 * *)\""));
+    }
+
+    #[test]
+    fn err_alarms() {
+        assert!(error_of(|s| s.alarm_emails.clear()).starts_with("alarm_emails = []"));
+        assert_eq!(
+            error_of(|s| s.alarm_emails = vec!["ops".into()]),
+            "alarm_emails = \"ops\": not an e-mail address"
+        );
+        assert!(error_of(
+            |s| s.alarm_topic_arns = vec!["arn:aws:sqs:eu-west-1:123456789012:q".into()]
+        )
+        .starts_with("alarm_topic_arns = \"arn:aws:sqs"));
+        assert!(error_of(|s| s.efs_burst_credit_threshold = 0)
+            .starts_with("efs_burst_credit_threshold = 0"));
+    }
+
+    #[test]
+    fn err_container_sizes() {
+        assert_eq!(
+            error_of(|s| s.container_memory = 64),
+            "container_memory = 64: must be 128-30720 MiB"
+        );
+        assert!(error_of(|s| s.container_memory = 4096).contains("does not fit on t3.small"));
+        assert!(
+            error_of(|s| s.memory_reservation = Some(600)).starts_with("memory_reservation = 600")
+        );
+        assert!(error_of(|s| s.container_cpu = Some(64)).starts_with("container_cpu = 64"));
+        assert_eq!(
+            error_of(|s| s.workers = Some(17)),
+            "workers = 17: must be 1-16"
+        );
+    }
+
+    #[test]
+    fn err_image() {
+        assert!(
+            error_of(|s| s.image_repository = String::new()).starts_with("image_repository = \"\"")
+        );
+        assert!(error_of(|s| s.image_tag = "v 1".into()).starts_with("image_tag = \"v 1\""));
+    }
+
+    #[test]
+    fn err_iam_arns() {
+        assert!(
+            error_of(|s| s.secret_readers = vec!["arn:aws:iam::123:role/x".into()])
+                .starts_with("secret_readers = ")
+        );
+        assert!(
+            error_of(|s| s.instance_policy_arns = vec!["AmazonSSMManagedInstanceCore".into()])
+                .starts_with("instance_policy_arns = \"AmazonSSMManagedInstanceCore\"")
+        );
+    }
+
+    #[test]
+    fn err_allowed_cidrs() {
+        assert!(error_of(|s| s.allowed_cidrs.clear()).starts_with("allowed_cidrs = []"));
+        assert!(error_of(|s| s.allowed_cidrs = vec!["everyone".into()])
+            .starts_with("allowed_cidrs = \"everyone\""));
+    }
+
+    #[test]
+    fn err_log_retention() {
+        assert!(error_of(|s| s.log_retention_days = 10).starts_with("log_retention_days = 10"));
+    }
+
+    #[test]
+    fn all_errors_are_reported_at_once() {
+        let errors = Settings::default().validate().unwrap_err();
+        let settings: Vec<&str> = errors.iter().map(|e| e.setting).collect();
+        for expected in [
+            "asg_subnets",
+            "lb_subnets",
+            "hosted_zone_id",
+            "alarm_emails",
+            "image_repository",
+        ] {
+            assert!(settings.contains(&expected), "{settings:?}");
+        }
+    }
+
+    #[test]
+    fn file_and_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wheelhouse.test.toml");
+        std::fs::write(&path, toml::to_string(&example()).unwrap()).unwrap();
+        let loaded = Settings::load(
+            &path,
+            &[
+                "instance_type=c6a.xlarge".into(),
+                "backup=false".into(),
+                "dns_names=[\"pypi\", \"packages\"]".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(loaded.instance_type, "c6a.xlarge");
+        assert!(!loaded.backup);
+        assert_eq!(
+            loaded.fqdns(),
+            vec!["pypi.example.com", "packages.example.com"]
+        );
+
+        let err = Settings::load(&path, &["instance_typo=t3.small".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("instance_typo"), "{err}");
+        let err = Settings::load(&path, &["workers=99".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("workers = 99: must be 1-16"), "{err}");
+        let err = Settings::load(&path, &["noequals".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "--set \"noequals\": expected key=value");
+        std::fs::write(&path, "instance_type = [").unwrap();
+        assert!(Settings::load(&path, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("wheelhouse.test.toml"));
+    }
+}
