@@ -333,3 +333,59 @@ async fn a_missing_stack_is_none_not_an_error() {
         .await;
     assert_eq!(client(&server).state().await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn drift_is_reported_per_resource() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(action("DetectStackDrift"))
+        .respond_with(ok(
+            "DetectStackDrift",
+            "<StackDriftDetectionId>d-1</StackDriftDetectionId>",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(action("DescribeStackDriftDetectionStatus"))
+        .respond_with(ok(
+            "DescribeStackDriftDetectionStatus",
+            &format!("<StackId>{STACK_ID}</StackId><StackDriftDetectionId>d-1</StackDriftDetectionId><StackDriftStatus>DRIFTED</StackDriftStatus><DetectionStatus>DETECTION_IN_PROGRESS</DetectionStatus><DriftedStackResourceCount>1</DriftedStackResourceCount><Timestamp>2026-01-01T00:00:00Z</Timestamp>"),
+        ))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(action("DescribeStackDriftDetectionStatus"))
+        .respond_with(ok(
+            "DescribeStackDriftDetectionStatus",
+            &format!("<StackId>{STACK_ID}</StackId><StackDriftDetectionId>d-1</StackDriftDetectionId><StackDriftStatus>DRIFTED</StackDriftStatus><DetectionStatus>DETECTION_COMPLETE</DetectionStatus><DriftedStackResourceCount>1</DriftedStackResourceCount><Timestamp>2026-01-01T00:00:00Z</Timestamp>"),
+        ))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let drift = |logical: &str, status: &str, differences: &str| {
+        format!("<member><StackId>{STACK_ID}</StackId><LogicalResourceId>{logical}</LogicalResourceId><ResourceType>AWS::EC2::SecurityGroup</ResourceType><StackResourceDriftStatus>{status}</StackResourceDriftStatus><PropertyDifferences>{differences}</PropertyDifferences><Timestamp>2026-01-01T00:00:00Z</Timestamp></member>")
+    };
+    Mock::given(method("POST"))
+        .and(action("DescribeStackResourceDrifts"))
+        .respond_with(ok(
+            "DescribeStackResourceDrifts",
+            &format!(
+                "<StackResourceDrifts>{}{}</StackResourceDrifts>",
+                drift("LoadBalancerSecurityGroup", "MODIFIED", "<member><PropertyPath>/SecurityGroupIngress/2</PropertyPath><ExpectedValue>null</ExpectedValue><ActualValue>{\"CidrIp\":\"0.0.0.0/0\",\"FromPort\":22}</ActualValue><DifferenceType>ADD</DifferenceType></member>"),
+                drift("FileSystemSecurityGroup", "IN_SYNC", ""),
+            ),
+        ))
+        .mount(&server)
+        .await;
+    let report = client(&server).detect_drift().await.unwrap();
+    assert_eq!(report.stack_status, "DRIFTED");
+    assert_eq!(report.drifted_resources, 1);
+    let text = console::strip_ansi_codes(&render::drift("demo", &report)).into_owned();
+    assert_eq!(
+        text,
+        "Stack demo: DRIFTED (1 resource(s) drifted)\n  IN_SYNC      FileSystemSecurityGroup (AWS::EC2::SecurityGroup)\n  MODIFIED     LoadBalancerSecurityGroup (AWS::EC2::SecurityGroup)\n      ADD /SecurityGroupIngress/2: expected null, actual {\"CidrIp\":\"0.0.0.0/0\",\"FromPort\":22}\n"
+    );
+}

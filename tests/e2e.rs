@@ -129,6 +129,7 @@ struct Server {
     port: u16,
     dir: tempfile::TempDir,
     log: PathBuf,
+    health_path: String,
 }
 
 impl Server {
@@ -158,11 +159,17 @@ impl Server {
             cmd.env(key, value);
         }
         let child = cmd.spawn().unwrap();
+        let health_path = args
+            .iter()
+            .position(|a| *a == "--health-endpoint")
+            .map_or("/health", |i| args[i + 1])
+            .to_owned();
         let server = Self {
             child,
             port,
             dir,
             log,
+            health_path,
         };
         server.wait_healthy();
         server
@@ -171,7 +178,8 @@ impl Server {
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if let Ok(resp) = reqwest::blocking::get(format!("{}/health", self.url())) {
+            if let Ok(resp) = reqwest::blocking::get(format!("{}{}", self.url(), self.health_path))
+            {
                 if resp.status().is_success() {
                     return;
                 }

@@ -92,10 +92,20 @@ pub fn event(event: &StackEvent) -> String {
     line
 }
 
-/// The events that explain a failure: every failed resource with its reason.
+/// The events that explain a failure: each failed resource once, with its reason. The
+/// stack's own events and failures without a reason (resources cancelled because another
+/// failed) only repeat what the first failure says.
 pub fn failures(events: &[StackEvent]) -> String {
     let mut out = String::new();
-    for event in events.iter().filter(|e| e.status.ends_with("_FAILED")) {
+    let mut reported = std::collections::HashSet::new();
+    for event in events.iter().filter(|e| {
+        e.status.ends_with("_FAILED")
+            && e.resource_type != "AWS::CloudFormation::Stack"
+            && e.reason.as_deref().is_some_and(|r| !r.is_empty())
+    }) {
+        if !reported.insert(event.logical_id.as_str()) {
+            continue;
+        }
         let _ = writeln!(
             out,
             "  {} ({}): {}",

@@ -400,8 +400,10 @@ impl Settings {
                 );
             }
         }
-        if !self.hosted_zone_id.starts_with('Z')
-            || self.hosted_zone_id.len() < 2
+        // Route53 ids are up to 32 upper-case letters and digits (commonly starting with Z,
+        // but the API does not promise that).
+        if self.hosted_zone_id.is_empty()
+            || self.hosted_zone_id.len() > 32
             || !self
                 .hosted_zone_id
                 .bytes()
@@ -410,7 +412,7 @@ impl Settings {
             fail(
                 "hosted_zone_id",
                 quoted(&self.hosted_zone_id),
-                "not a Route53 hosted zone id (Z...)",
+                "not a Route53 hosted zone id (up to 32 upper-case letters and digits, e.g. Z0123456789ABCDEFGHIJ)",
             );
         }
         if !is_dns_name(self.hosted_zone_name.trim_end_matches('.'))

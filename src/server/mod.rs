@@ -24,6 +24,9 @@ use crate::config::ServerConfig;
 use crate::index::upload::sweep_stale;
 use crate::index::{BackendKind, Index};
 
+/// How long the last responses get to leave their connections after the last request is done.
+const FLUSH_LINGER: Duration = Duration::from_secs(1);
+
 /// Temp files of uploads untouched for this long belong to a process that died.
 const STALE_UPLOAD_AGE: Duration = Duration::from_secs(3600);
 
@@ -213,7 +216,13 @@ pub async fn launch(config: ServerConfig) -> anyhow::Result<()> {
         result = rocket.launch() => {
             result.map_err(|err| anyhow::anyhow!("serving on {}:{}: {err}", config.address, config.port))?;
         }
-        () = async { shutdown.await; in_flight.idle().await } => {
+        () = async {
+            shutdown.await;
+            in_flight.idle().await;
+            // A response's body is done when its last bytes are handed to the connection,
+            // not when they have left it: give the connections a moment to flush.
+            rocket::tokio::time::sleep(FLUSH_LINGER.min(config.shutdown_grace)).await;
+        } => {
             tracing::info!("shutdown: no request in flight, exiting");
         }
     }

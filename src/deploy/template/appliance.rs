@@ -1,0 +1,254 @@
+//! The wheelhouse appliance as one stack, in an existing VPC:
+//!
+//! - [`alb`]: the internet-facing load balancer, its certificate and DNS names;
+//! - [`efs`]: the shared package directory (encrypted, kept when the stack goes);
+//! - [`iam`]: the roles and the generated credentials;
+//! - [`ecs`]: the hosts, the cluster, the task and the service with its scaling;
+//! - [`backup`]: AWS Backup of the file system (optional);
+//! - [`monitoring`]: the alarms, their topic and the dashboard (optional).
+//!
+//! Every branch is decided here, in Rust, from the settings: the template has no Parameters
+//! and no Conditions, so what a stack holds can be read from its template alone.
+
+mod alb;
+mod backup;
+mod ecs;
+mod efs;
+mod iam;
+mod monitoring;
+
+use serde_json::{json, Value};
+
+use super::{sub, Handle, Resource, Template};
+use crate::deploy::settings::Settings;
+use crate::deploy::sizing::Sizing;
+
+/// The VPC the stack goes into, resolved before the template is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub vpc_id: String,
+    pub vpc_cidr: String,
+}
+
+/// The port the server listens on inside its container.
+const CONTAINER_PORT: u16 = 8080;
+/// The server's health endpoint: answers without touching the disk or asking for credentials.
+const HEALTH_PATH: &str = "/health";
+
+/// The whole appliance.
+pub fn appliance(settings: &Settings, sizing: &Sizing, network: &Network) -> Template {
+    let mut t = Template::new(format!(
+        "wheelhouse {} ({}): a private Python package index, replicas on ECS sharing one EFS directory",
+        settings.service_name, settings.environment
+    ));
+    let storage = efs::file_system(&mut t, settings, network);
+    let secret = iam::credentials(&mut t, settings);
+    let roles = iam::roles(&mut t, settings, &storage.file_system, &secret);
+    iam::secret_policy(&mut t, settings, &secret, &roles.execution);
+    let front = alb::load_balancer(&mut t, settings, network);
+    let compute = ecs::service(
+        &mut t,
+        &ecs::Inputs {
+            settings,
+            sizing,
+            network,
+            storage: &storage,
+            roles: &roles,
+            secret: &secret,
+            front: &front,
+        },
+    );
+    if settings.backup {
+        backup::plan(&mut t, settings, &storage.file_system);
+    }
+    let alarms = monitoring::alarms(&mut t, settings, &storage, &front, &compute);
+    let dashboard = settings
+        .dashboard
+        .then(|| monitoring::dashboard(&mut t, settings, &storage, &front, &compute));
+
+    let fqdns = settings.fqdns();
+    let first = fqdns.first().map_or("", String::as_str);
+    t.output(
+        "Url",
+        "The index's address",
+        json!(format!("https://{first}/")),
+    );
+    t.output(
+        "SimpleIndexUrl",
+        "The address for pip and uv (--index-url)",
+        json!(format!("https://{first}/simple/")),
+    );
+    if fqdns.len() > 1 {
+        let all: Vec<String> = fqdns
+            .iter()
+            .map(|name| format!("https://{name}/"))
+            .collect();
+        t.output("AllUrls", "Every name of the index", json!(all.join(" ")));
+    }
+    t.output(
+        "CredentialsSecretArn",
+        "Secrets Manager secret with the generated user name and password (read it with GetSecretValue as one of the allowed readers)",
+        secret.r#ref(),
+    );
+    t.output(
+        "FileSystemId",
+        "EFS file system of the packages; it is retained when the stack is deleted, so package data survives a destroy",
+        storage.file_system.r#ref(),
+    );
+    t.output(
+        "LoadBalancerDnsName",
+        "DNS name of the load balancer",
+        front.load_balancer.get_att("DNSName"),
+    );
+    t.output(
+        "LoadBalancerArn",
+        "ARN of the load balancer",
+        front.load_balancer.r#ref(),
+    );
+    t.output("ClusterName", "ECS cluster", compute.cluster.r#ref());
+    t.output(
+        "ServiceName",
+        "ECS service",
+        compute.service.get_att("Name"),
+    );
+    t.output(
+        "AutoScalingGroupName",
+        "Auto scaling group of the ECS hosts",
+        compute.auto_scaling_group.r#ref(),
+    );
+    t.output(
+        "AlarmTopicArn",
+        "SNS topic every alarm notifies",
+        alarms.topic.r#ref(),
+    );
+    for (alarm, description) in &alarms.alarms {
+        t.output(
+            &format!("{}Arn", alarm.id()),
+            &format!("Alarm: {description}"),
+            alarm.get_att("Arn"),
+        );
+    }
+    if let Some(dashboard) = dashboard {
+        t.output(
+            "DashboardUrl",
+            "CloudWatch dashboard",
+            sub(&format!(
+                "https://${{AWS::Region}}.console.aws.amazon.com/cloudwatch/home?region=${{AWS::Region}}#dashboards/dashboard/${{{}}}",
+                dashboard.id()
+            )),
+        );
+    }
+    let figures = [
+        (
+            "SizingWorkers",
+            "Request threads per task",
+            sizing.workers.to_string(),
+        ),
+        (
+            "SizingContainerCpu",
+            "CPU units per task",
+            sizing.container_cpu.to_string(),
+        ),
+        (
+            "SizingContainerMemory",
+            "Hard memory limit per task (MiB)",
+            sizing.container_memory.to_string(),
+        ),
+        (
+            "SizingMemoryReservation",
+            "Soft memory limit per task (MiB)",
+            sizing.memory_reservation.to_string(),
+        ),
+        (
+            "SizingTasksPerInstance",
+            "Tasks that fit on one instance",
+            sizing.tasks_per_instance.to_string(),
+        ),
+        (
+            "SizingTaskMin",
+            "Fewest tasks of the service",
+            sizing.task_min.to_string(),
+        ),
+        (
+            "SizingTaskMax",
+            "Most tasks of the service",
+            sizing.task_max.to_string(),
+        ),
+        (
+            "SizingLimit",
+            "What limits the tasks per instance",
+            sizing.limit.to_string(),
+        ),
+    ];
+    for (id, description, value) in figures {
+        t.output(id, description, json!(value));
+    }
+    t
+}
+
+/// `service-environment`: the stem of every name the stack chooses.
+fn base_name(settings: &Settings) -> String {
+    format!("{}-{}", settings.service_name, settings.environment)
+}
+
+/// The `Service` and `Environment` tags, as most resource types take them.
+fn tags(settings: &Settings) -> Value {
+    json!([
+        { "Key": "Service", "Value": settings.service_name },
+        { "Key": "Environment", "Value": settings.environment },
+    ])
+}
+
+/// The same tags with a `Name` first, for resources the EC2 console lists by name.
+fn named_tags(settings: &Settings, name: &str) -> Value {
+    let mut list = vec![json!({ "Key": "Name", "Value": name })];
+    if let Value::Array(rest) = tags(settings) {
+        list.extend(rest);
+    }
+    Value::Array(list)
+}
+
+/// The tags as a map, for the types that take them so (AWS Backup).
+fn tag_map(settings: &Settings) -> Value {
+    json!({ "Service": settings.service_name, "Environment": settings.environment })
+}
+
+/// A resource that holds data, with what becomes of it when the stack is deleted or the
+/// resource replaced said explicitly (`Retain` or `Delete`).
+fn stateful(
+    t: &mut Template,
+    id: &str,
+    resource_type: &str,
+    properties: Value,
+    policy: &'static str,
+) -> Handle {
+    t.insert(
+        id,
+        Resource {
+            resource_type: resource_type.to_owned(),
+            properties,
+            depends_on: Vec::new(),
+            deletion_policy: Some(policy),
+            update_replace_policy: Some(policy),
+        },
+    )
+}
+
+/// An AWS managed policy, in whatever partition the stack is in.
+fn managed_policy(path_and_name: &str) -> Value {
+    sub(&format!(
+        "arn:${{AWS::Partition}}:iam::aws:policy/{path_and_name}"
+    ))
+}
+
+/// A role that `service` may assume.
+fn assume_role_policy(service: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": { "Service": service },
+            "Action": "sts:AssumeRole",
+        }],
+    })
+}

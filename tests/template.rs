@@ -1,0 +1,695 @@
+//! The appliance's CloudFormation template: a golden file of the example stack, the security
+//! properties asserted on the parsed JSON, and cfn-lint (errors and warnings) on every branch.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use wheelhouse::deploy::settings::{example, IaTransition, Settings, ThroughputMode};
+use wheelhouse::deploy::template::{appliance, Network};
+
+fn network() -> Network {
+    Network {
+        vpc_id: "vpc-0f1e2d3c".into(),
+        vpc_cidr: "10.20.0.0/16".into(),
+    }
+}
+
+/// The template of `settings`, as CloudFormation would read it.
+fn template(settings: &Settings) -> Value {
+    settings.validate().expect("test settings are valid");
+    let text = appliance(settings, &settings.sizing(), &network()).to_json();
+    serde_json::from_str(&text).expect("the template is JSON")
+}
+
+/// Bursting throughput, no backup, no dashboard, files never move to IA.
+fn bursting() -> Settings {
+    Settings {
+        efs_throughput_mode: ThroughputMode::Bursting,
+        efs_transition_to_ia: IaTransition::Word("never".into()),
+        backup: false,
+        dashboard: false,
+        ..example()
+    }
+}
+
+/// Provisioned throughput, and every list setting with more than one entry.
+fn provisioned() -> Settings {
+    Settings {
+        efs_throughput_mode: ThroughputMode::Provisioned,
+        efs_provisioned_throughput_mibps: Some(64),
+        backup: false,
+        dashboard: false,
+        instance_type: "m7g.large".into(),
+        container_memory: 1024,
+        dns_names: vec!["pypi".into(), "packages.example.com".into()],
+        alarm_emails: vec!["ops@example.com".into(), "oncall@example.com".into()],
+        alarm_topic_arns: vec!["arn:aws:sns:eu-west-1:123456789012:pager".into()],
+        secret_readers: vec!["arn:aws:iam::123456789012:role/deployer".into()],
+        instance_policy_arns: vec!["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore".into()],
+        allowed_cidrs: vec!["203.0.113.0/24".into(), "2001:db8::/32".into()],
+        ..example()
+    }
+}
+
+fn resources(template: &Value) -> &serde_json::Map<String, Value> {
+    template["Resources"].as_object().expect("Resources")
+}
+
+/// `(logical id, properties)` of every resource of `resource_type`.
+fn of_type<'a>(template: &'a Value, resource_type: &str) -> Vec<(&'a str, &'a Value)> {
+    resources(template)
+        .iter()
+        .filter(|(_, r)| r["Type"] == resource_type)
+        .map(|(id, r)| (id.as_str(), &r["Properties"]))
+        .collect()
+}
+
+/// The properties of the one resource of `resource_type`.
+fn only<'a>(template: &'a Value, resource_type: &str) -> &'a Value {
+    let found = of_type(template, resource_type);
+    assert_eq!(found.len(), 1, "one {resource_type} expected: {found:?}");
+    found[0].1
+}
+
+fn count(template: &Value, resource_type: &str) -> usize {
+    of_type(template, resource_type).len()
+}
+
+/// Every value in the tree, depth first, with the key it sits under (if any).
+fn walk<'a>(
+    value: &'a Value,
+    key: Option<&'a str>,
+    visit: &mut dyn FnMut(Option<&'a str>, &'a Value),
+) {
+    visit(key, value);
+    match value {
+        Value::Object(map) => map.iter().for_each(|(k, v)| walk(v, Some(k), visit)),
+        Value::Array(items) => items.iter().for_each(|v| walk(v, key, visit)),
+        _ => {}
+    }
+}
+
+/// Every statement of every policy document in the template.
+fn statements(template: &Value) -> Vec<&Value> {
+    let mut found = Vec::new();
+    walk(template, None, &mut |key, value| {
+        if key == Some("Statement") && !value.is_array() {
+            found.push(value);
+        }
+        if let (Some("Statement"), Value::Array(items)) = (key, value) {
+            found.extend(items.iter());
+        }
+    });
+    found.sort_by_key(|v| v.to_string());
+    found.dedup();
+    found
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    match value {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn golden() {
+    let settings = example();
+    let text = appliance(&settings, &settings.sizing(), &network()).to_json();
+    insta::assert_snapshot!("appliance", text);
+}
+
+#[test]
+fn output_is_deterministic() {
+    let settings = example();
+    let first = appliance(&settings, &settings.sizing(), &network()).to_json();
+    let second = appliance(&settings, &settings.sizing(), &network()).to_json();
+    assert_eq!(first, second);
+}
+
+#[test]
+fn file_system_is_encrypted_with_the_efs_key_and_retained() {
+    let t = template(&example());
+    let fs = only(&t, "AWS::EFS::FileSystem");
+    assert_eq!(fs["Encrypted"], true);
+    assert_eq!(fs["KmsKeyId"], "alias/aws/elasticfilesystem");
+    assert_eq!(fs["ThroughputMode"], "elastic");
+    let resource = &resources(&t)["FileSystem"];
+    assert_eq!(resource["DeletionPolicy"], "Retain");
+    assert_eq!(resource["UpdateReplacePolicy"], "Retain");
+}
+
+#[test]
+fn nfs_is_open_only_to_the_vpc() {
+    let t = template(&example());
+    let groups: Vec<&str> = of_type(&t, "AWS::EFS::MountTarget")
+        .iter()
+        .flat_map(|(_, mt)| mt["SecurityGroups"].as_array().unwrap())
+        .map(|g| g["Ref"].as_str().unwrap())
+        .collect();
+    assert!(groups.iter().all(|g| *g == groups[0]), "{groups:?}");
+    let sg = &resources(&t)[groups[0]]["Properties"];
+    assert_eq!(
+        sg["SecurityGroupIngress"],
+        serde_json::json!([{
+            "IpProtocol": "tcp",
+            "FromPort": 2049,
+            "ToPort": 2049,
+            "CidrIp": "10.20.0.0/16",
+            "Description": "NFS from the VPC",
+        }])
+    );
+    // No other ingress rule anywhere points at the file system's group.
+    assert_eq!(count(&t, "AWS::EC2::SecurityGroupIngress"), 0);
+}
+
+#[test]
+fn subnets_are_kept_apart() {
+    let settings = example();
+    let t = template(&settings);
+    let mut mount_subnets: Vec<&str> = of_type(&t, "AWS::EFS::MountTarget")
+        .iter()
+        .map(|(_, mt)| mt["SubnetId"].as_str().unwrap())
+        .collect();
+    mount_subnets.sort_unstable();
+    assert_eq!(mount_subnets, settings.asg_subnets);
+    let asg = only(&t, "AWS::AutoScaling::AutoScalingGroup");
+    assert_eq!(strings(&asg["VPCZoneIdentifier"]), settings.asg_subnets);
+    let lb = only(&t, "AWS::ElasticLoadBalancingV2::LoadBalancer");
+    assert_eq!(strings(&lb["Subnets"]), settings.lb_subnets);
+    assert_eq!(lb["Scheme"], "internet-facing");
+}
+
+#[test]
+fn load_balancer_takes_only_http_and_https_from_the_allowed_networks() {
+    let settings = provisioned();
+    let t = template(&settings);
+    let sg = &resources(&t)["LoadBalancerSecurityGroup"]["Properties"];
+    let rules = sg["SecurityGroupIngress"].as_array().unwrap();
+    assert_eq!(rules.len(), 2 * settings.allowed_cidrs.len());
+    for rule in rules {
+        let port = rule["FromPort"].as_u64().unwrap();
+        assert!(port == 443 || port == 80, "{rule}");
+        assert_eq!(rule["ToPort"], rule["FromPort"]);
+        let cidr = rule
+            .get("CidrIp")
+            .or(rule.get("CidrIpv6"))
+            .unwrap()
+            .as_str()
+            .unwrap();
+        assert!(settings.allowed_cidrs.iter().any(|c| c == cidr), "{rule}");
+    }
+}
+
+#[test]
+fn security_group_descriptions_use_only_the_characters_ec2_takes() {
+    // EC2 refuses anything else in a group or rule description (an apostrophe, say) at deploy
+    // time, which no linter catches.
+    let allowed = |text: &str| {
+        text.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " ._-:/()#,@[]+=&;{}!$*".contains(c))
+    };
+    for settings in [example(), provisioned()] {
+        let t = template(&settings);
+        for (id, group) in of_type(&t, "AWS::EC2::SecurityGroup") {
+            let description = group["GroupDescription"].as_str().unwrap();
+            assert!(allowed(description), "{id}: {description}");
+            for rule in ["SecurityGroupIngress", "SecurityGroupEgress"]
+                .iter()
+                .filter_map(|key| group.get(*key))
+                .flat_map(|rules| rules.as_array().unwrap())
+            {
+                let description = rule["Description"].as_str().unwrap();
+                assert!(allowed(description), "{id}: {description}");
+            }
+        }
+    }
+}
+
+#[test]
+fn http_only_redirects_to_https() {
+    let t = template(&example());
+    let listeners = of_type(&t, "AWS::ElasticLoadBalancingV2::Listener");
+    assert_eq!(listeners.len(), 2);
+    let http = listeners
+        .iter()
+        .find(|(_, l)| l["Protocol"] == "HTTP")
+        .unwrap()
+        .1;
+    assert_eq!(http["Port"], 80);
+    let actions = http["DefaultActions"].as_array().unwrap();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0]["Type"], "redirect");
+    assert_eq!(actions[0]["RedirectConfig"]["Protocol"], "HTTPS");
+    assert_eq!(actions[0]["RedirectConfig"]["Port"], "443");
+    assert_eq!(actions[0]["RedirectConfig"]["StatusCode"], "HTTP_301");
+    assert_eq!(count(&t, "AWS::ElasticLoadBalancingV2::ListenerRule"), 0);
+
+    let https = listeners
+        .iter()
+        .find(|(_, l)| l["Protocol"] == "HTTPS")
+        .unwrap()
+        .1;
+    assert_eq!(https["Port"], 443);
+    assert_eq!(
+        https["Certificates"][0]["CertificateArn"]["Ref"],
+        "Certificate"
+    );
+}
+
+#[test]
+fn certificate_covers_every_name_and_is_validated_in_the_zone() {
+    let settings = provisioned();
+    let t = template(&settings);
+    let cert = only(&t, "AWS::CertificateManager::Certificate");
+    let fqdns = settings.fqdns();
+    assert_eq!(cert["DomainName"], fqdns[0]);
+    assert_eq!(strings(&cert["SubjectAlternativeNames"]), fqdns[1..]);
+    assert_eq!(cert["ValidationMethod"], "DNS");
+    for (option, fqdn) in cert["DomainValidationOptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&fqdns)
+    {
+        assert_eq!(option["DomainName"], *fqdn);
+        assert_eq!(option["HostedZoneId"], settings.hosted_zone_id);
+    }
+    let records = of_type(&t, "AWS::Route53::RecordSet");
+    let mut names: Vec<&str> = records
+        .iter()
+        .map(|(_, r)| r["Name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    let mut expected: Vec<&str> = fqdns.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+    for (_, record) in records {
+        assert_eq!(record["Type"], "A");
+        assert_eq!(
+            record["AliasTarget"]["DNSName"]["Fn::GetAtt"][0],
+            "LoadBalancer"
+        );
+    }
+}
+
+#[test]
+fn no_iam_statement_has_a_wildcard_action() {
+    for settings in [example(), bursting(), provisioned()] {
+        let t = template(&settings);
+        let found = statements(&t);
+        assert!(found.len() >= 6, "{found:?}");
+        for statement in found {
+            for action in strings(&statement["Action"]) {
+                assert!(action != "*" && !action.ends_with(":*"), "{statement}");
+            }
+            assert!(statement.get("NotAction").is_none(), "{statement}");
+            // "*" is only ever the resource a resource policy is attached to.
+            if statement["Resource"] == "*" {
+                assert!(
+                    statement.get("Principal").is_some(),
+                    "identity policy on *: {statement}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_password_is_generated_and_never_written() {
+    let t = template(&example());
+    let secret = only(&t, "AWS::SecretsManager::Secret");
+    assert!(secret.get("SecretString").is_none());
+    let generate = &secret["GenerateSecretString"];
+    assert_eq!(generate["GenerateStringKey"], "password");
+    assert_eq!(generate["PasswordLength"], 32);
+    assert_eq!(generate["ExcludePunctuation"], true);
+    let template: Value =
+        serde_json::from_str(generate["SecretStringTemplate"].as_str().unwrap()).unwrap();
+    assert_eq!(template, serde_json::json!({ "username": "wheelhouse" }));
+
+    walk(&t, None, &mut |key, value| {
+        assert!(
+            !key.is_some_and(|k| k.eq_ignore_ascii_case("password")),
+            "a password key: {value}"
+        );
+        assert!(key != Some("SecretString"), "a secret string: {value}");
+        if let Some(text) = value.as_str() {
+            if text.to_ascii_lowercase().contains("password") {
+                let allowed = (key == Some("GenerateStringKey") && text == "password")
+                    || text == "WHEELHOUSE_PASSWORD"
+                    || text.ends_with(":password::")
+                    || key == Some("Description");
+                assert!(allowed, "{key:?}: {text}");
+            }
+        }
+    });
+    let text = serde_json::to_string(&t).unwrap();
+    assert!(
+        !text.contains("\"password\":"),
+        "a password value in the template"
+    );
+}
+
+#[test]
+fn only_the_execution_role_and_the_readers_read_the_secret() {
+    let settings = provisioned();
+    let t = template(&settings);
+    let policy = only(&t, "AWS::SecretsManager::ResourcePolicy");
+    assert_eq!(policy["BlockPublicPolicy"], true);
+    let deny = policy["ResourcePolicy"]["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Effect"] == "Deny")
+        .unwrap();
+    assert_eq!(deny["Principal"]["AWS"], "*");
+    let allowed = deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+        .as_array()
+        .unwrap();
+    assert_eq!(allowed[0]["Fn::GetAtt"][0], "TaskExecutionRole");
+    assert_eq!(
+        strings(&Value::Array(allowed[1..].to_vec())),
+        settings.secret_readers
+    );
+
+    let execution = &resources(&t)["TaskExecutionRole"]["Properties"];
+    let grant = &execution["Policies"][0]["PolicyDocument"]["Statement"][0];
+    assert_eq!(grant["Action"], "secretsmanager:GetSecretValue");
+    assert_eq!(grant["Resource"]["Ref"], "CredentialsSecret");
+}
+
+#[test]
+fn the_task_runs_the_server_as_sized() {
+    let settings = example();
+    let sizing = settings.sizing();
+    let t = template(&settings);
+    let task = only(&t, "AWS::ECS::TaskDefinition");
+    assert_eq!(task["NetworkMode"], "bridge");
+    let container = &task["ContainerDefinitions"][0];
+    let command = strings(&container["Command"]);
+    let workers = command
+        .iter()
+        .position(|a| *a == "--workers")
+        .expect("--workers");
+    assert_eq!(command[workers + 1], sizing.workers.to_string());
+    assert_eq!(command[0], "run");
+    assert_eq!(command.last(), Some(&"/data/packages"));
+    assert_eq!(container["Cpu"], sizing.container_cpu);
+    assert_eq!(container["Memory"], sizing.container_memory);
+    assert_eq!(container["MemoryReservation"], sizing.memory_reservation);
+    assert_eq!(
+        container["Image"],
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/wheelhouse:0.1.0"
+    );
+    assert_eq!(
+        strings(&container["HealthCheck"]["Command"]),
+        ["CMD", "/wheelhouse", "healthcheck"]
+    );
+    assert_eq!(
+        container["MountPoints"][0]["ContainerPath"],
+        "/data/packages"
+    );
+    let volume = &task["Volumes"][0];
+    assert_eq!(volume["Name"], container["MountPoints"][0]["SourceVolume"]);
+    assert!(volume["Host"]["SourcePath"]
+        .as_str()
+        .unwrap()
+        .starts_with("/mnt/"));
+    let secrets: Vec<(&str, &str)> = container["Secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["Name"].as_str().unwrap(),
+                s["ValueFrom"]["Fn::Sub"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            ("WHEELHOUSE_USERNAME", "${CredentialsSecret}:username::"),
+            ("WHEELHOUSE_PASSWORD", "${CredentialsSecret}:password::"),
+        ]
+    );
+
+    let service = only(&t, "AWS::ECS::Service");
+    assert_eq!(service["DesiredCount"], sizing.task_min);
+    let target = only(&t, "AWS::ApplicationAutoScaling::ScalableTarget");
+    assert_eq!(target["MinCapacity"], sizing.task_min);
+    assert_eq!(target["MaxCapacity"], sizing.task_max);
+}
+
+#[test]
+fn hosts_mount_efs_with_a_short_directory_cache_and_require_imdsv2() {
+    let t = template(&example());
+    let data = &only(&t, "AWS::EC2::LaunchTemplate")["LaunchTemplateData"];
+    assert_eq!(data["MetadataOptions"]["HttpTokens"], "required");
+    assert_eq!(
+        data["ImageId"],
+        "{{resolve:ssm:/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id}}"
+    );
+    let script = data["UserData"]["Fn::Base64"]["Fn::Sub"].as_str().unwrap();
+    assert!(script.contains("acdirmin=1,acdirmax=1"), "{script}");
+    assert!(script.contains("tls"), "{script}");
+    assert!(script.contains("ECS_CLUSTER=${Cluster}"), "{script}");
+    assert!(script.contains("${FileSystem}:/"), "{script}");
+    // The host joins the cluster only once the shared directory is mounted.
+    assert!(script.find("mountpoint").unwrap() < script.find("ECS_CLUSTER").unwrap());
+
+    let graviton = template(&provisioned());
+    let image = &only(&graviton, "AWS::EC2::LaunchTemplate")["LaunchTemplateData"]["ImageId"];
+    assert!(image.as_str().unwrap().contains("/arm64/"), "{image}");
+}
+
+#[test]
+fn health_check_path_is_health() {
+    let t = template(&example());
+    let group = only(&t, "AWS::ElasticLoadBalancingV2::TargetGroup");
+    assert_eq!(group["HealthCheckPath"], "/health");
+    assert_eq!(group["Port"], 8080);
+    assert_eq!(group["Protocol"], "HTTP");
+}
+
+#[test]
+fn backup_and_dashboard_follow_the_settings() {
+    let on = template(&example());
+    for resource_type in [
+        "AWS::Backup::BackupVault",
+        "AWS::Backup::BackupPlan",
+        "AWS::Backup::BackupSelection",
+        "AWS::CloudWatch::Dashboard",
+    ] {
+        assert_eq!(count(&on, resource_type), 1, "{resource_type}");
+    }
+    let plan = only(&on, "AWS::Backup::BackupPlan");
+    let rule = &plan["BackupPlan"]["BackupPlanRule"][0];
+    assert_eq!(rule["ScheduleExpression"], "cron(0 2 * * ? *)");
+    assert_eq!(rule["Lifecycle"]["DeleteAfterDays"], 7);
+    assert!(on["Outputs"].get("DashboardUrl").is_some());
+
+    let off = template(&bursting());
+    for resource_type in [
+        "AWS::Backup::BackupVault",
+        "AWS::Backup::BackupPlan",
+        "AWS::Backup::BackupSelection",
+        "AWS::CloudWatch::Dashboard",
+    ] {
+        assert_eq!(count(&off, resource_type), 0, "{resource_type}");
+    }
+    assert!(!resources(&off).contains_key("BackupRole"));
+    assert!(off["Outputs"].get("DashboardUrl").is_none());
+}
+
+#[test]
+fn efs_options_follow_the_settings() {
+    let metric_names = |t: &Value| -> Vec<String> {
+        of_type(t, "AWS::CloudWatch::Alarm")
+            .iter()
+            .filter_map(|(_, a)| a["MetricName"].as_str().map(str::to_owned))
+            .collect()
+    };
+
+    let elastic = template(&example());
+    let fs = only(&elastic, "AWS::EFS::FileSystem");
+    assert!(fs.get("ProvisionedThroughputInMibps").is_none());
+    assert_eq!(
+        fs["LifecyclePolicies"][0]["TransitionToIA"],
+        "AFTER_30_DAYS"
+    );
+    assert!(!metric_names(&elastic).contains(&"BurstCreditBalance".to_owned()));
+
+    let bursting = template(&bursting());
+    let fs = only(&bursting, "AWS::EFS::FileSystem");
+    assert_eq!(fs["ThroughputMode"], "bursting");
+    assert!(fs.get("ProvisionedThroughputInMibps").is_none());
+    assert!(fs.get("LifecyclePolicies").is_none());
+    assert!(metric_names(&bursting).contains(&"BurstCreditBalance".to_owned()));
+
+    let provisioned = template(&provisioned());
+    let fs = only(&provisioned, "AWS::EFS::FileSystem");
+    assert_eq!(fs["ThroughputMode"], "provisioned");
+    assert_eq!(fs["ProvisionedThroughputInMibps"], 64);
+    assert!(!metric_names(&provisioned).contains(&"BurstCreditBalance".to_owned()));
+}
+
+#[test]
+fn alarms_reach_the_topic_and_every_extra_topic() {
+    let settings = provisioned();
+    let t = template(&settings);
+    let alarms = of_type(&t, "AWS::CloudWatch::Alarm");
+    assert_eq!(alarms.len(), 5);
+    for (id, alarm) in &alarms {
+        let actions = alarm["AlarmActions"].as_array().unwrap();
+        assert_eq!(actions[0]["Ref"], "AlarmTopic", "{id}");
+        assert_eq!(
+            strings(&Value::Array(actions[1..].to_vec())),
+            settings.alarm_topic_arns,
+            "{id}"
+        );
+        assert!(t["Outputs"].get(format!("{id}Arn")).is_some(), "{id}");
+    }
+    let mut emails: Vec<&str> = of_type(&t, "AWS::SNS::Subscription")
+        .iter()
+        .map(|(_, s)| s["Endpoint"].as_str().unwrap())
+        .collect();
+    emails.sort_unstable();
+    let mut expected = settings.alarm_emails.clone();
+    expected.sort_unstable();
+    assert_eq!(emails, expected);
+}
+
+#[test]
+fn outputs_give_addresses_and_sizing_but_no_password() {
+    let settings = example();
+    let sizing = settings.sizing();
+    let t = template(&settings);
+    let outputs = t["Outputs"].as_object().unwrap();
+    assert_eq!(outputs["Url"]["Value"], "https://pypiserver.example.com/");
+    assert_eq!(
+        outputs["SimpleIndexUrl"]["Value"],
+        "https://pypiserver.example.com/simple/"
+    );
+    assert_eq!(
+        outputs["CredentialsSecretArn"]["Value"]["Ref"],
+        "CredentialsSecret"
+    );
+    assert_eq!(
+        outputs["SizingWorkers"]["Value"],
+        sizing.workers.to_string()
+    );
+    assert_eq!(outputs["SizingLimit"]["Value"], sizing.limit.to_string());
+    assert_eq!(
+        outputs["SizingTaskMax"]["Value"],
+        sizing.task_max.to_string()
+    );
+    for (id, output) in outputs {
+        assert!(output["Value"] != Value::Null, "{id}");
+    }
+}
+
+#[test]
+fn logical_ids_are_readable_and_resources_tagged() {
+    let t = template(&example());
+    for (id, resource) in resources(&t) {
+        assert!(
+            id.bytes().all(|b| b.is_ascii_alphanumeric()) && id.as_bytes()[0].is_ascii_uppercase(),
+            "{id}"
+        );
+        let properties = &resource["Properties"];
+        let tags = properties
+            .get("Tags")
+            .or(properties.get("FileSystemTags"))
+            .map(Value::to_string)
+            .or(properties.get("BackupVaultTags").map(Value::to_string))
+            .or(properties.get("BackupPlanTags").map(Value::to_string));
+        let untaggable = [
+            "AWS::EFS::MountTarget",
+            "AWS::IAM::InstanceProfile",
+            "AWS::ElasticLoadBalancingV2::Listener",
+            "AWS::Route53::RecordSet",
+            "AWS::ECS::ClusterCapacityProviderAssociations",
+            "AWS::ApplicationAutoScaling::ScalableTarget",
+            "AWS::ApplicationAutoScaling::ScalingPolicy",
+            "AWS::SecretsManager::ResourcePolicy",
+            "AWS::SNS::Subscription",
+            "AWS::Backup::BackupSelection",
+            "AWS::CloudWatch::Dashboard",
+            "AWS::EC2::LaunchTemplate",
+        ];
+        if untaggable.contains(&resource["Type"].as_str().unwrap()) {
+            continue;
+        }
+        let tags = tags.unwrap_or_else(|| panic!("{id} has no tags"));
+        assert!(
+            tags.contains("Service") && tags.contains("Environment"),
+            "{id}: {tags}"
+        );
+    }
+}
+
+/// A venv with the pinned cfn-lint, made once and reused (a marker file says it is complete).
+fn cfn_lint() -> &'static Path {
+    static LINT: OnceLock<PathBuf> = OnceLock::new();
+    LINT.get_or_init(|| {
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cfn-lint-venv");
+        let marker = venv.join("cfn-lint-1.58.0.installed");
+        let bin = venv.join("bin").join("cfn-lint");
+        if !marker.exists() {
+            let run = |command: &mut Command| {
+                let output = command.output().expect("run the venv set-up");
+                assert!(
+                    output.status.success(),
+                    "{command:?} failed:\n{}\n{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            };
+            run(Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg("--clear")
+                .arg(&venv));
+            run(Command::new(venv.join("bin").join("pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "cfn-lint==1.58.0",
+            ]));
+            std::fs::write(&marker, "").unwrap();
+        }
+        bin
+    })
+}
+
+/// Lints the template of `settings`; any error or warning fails.
+fn assert_lints_clean(name: &str, settings: &Settings) {
+    let text = appliance(settings, &settings.sizing(), &network()).to_json();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.json"));
+    std::fs::write(&path, text).unwrap();
+    let output = Command::new(cfn_lint())
+        .args(["--format", "parseable"])
+        .arg(&path)
+        .output()
+        .expect("run cfn-lint");
+    assert!(
+        output.status.success(),
+        "cfn-lint on the {name} template (exit {:?}):\n{}{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn cfn_lint_is_clean() {
+    assert_lints_clean("example", &example());
+    assert_lints_clean("bursting", &bursting());
+    assert_lints_clean("provisioned", &provisioned());
+}
