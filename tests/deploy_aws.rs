@@ -52,6 +52,15 @@ fn event(id: &str, second: u32, logical: &str, status: &str, reason: &str) -> St
     )
 }
 
+/// Answers every call of one CloudFormation action with `response`.
+async fn reply(server: &MockServer, action_name: &str, response: ResponseTemplate) {
+    Mock::given(method("POST"))
+        .and(action(action_name))
+        .respond_with(response)
+        .mount(server)
+        .await;
+}
+
 fn action(name: &str) -> wiremock::matchers::BodyContainsMatcher {
     body_string_contains(format!("Action={name}&"))
 }
@@ -82,11 +91,12 @@ async fn throttling_is_retried() {
 #[tokio::test]
 async fn a_change_set_without_changes_means_no_changes() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(action("DescribeStacks"))
-        .respond_with(ok("DescribeStacks", &stack("UPDATE_COMPLETE")))
-        .mount(&server)
-        .await;
+    reply(
+        &server,
+        "DescribeStacks",
+        ok("DescribeStacks", &stack("UPDATE_COMPLETE")),
+    )
+    .await;
     Mock::given(method("POST"))
         .and(action("CreateChangeSet"))
         .and(body_string_contains("ChangeSetType=UPDATE"))
@@ -97,14 +107,10 @@ async fn a_change_set_without_changes_means_no_changes() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(action("DescribeChangeSet"))
-        .respond_with(ok(
+    reply(&server, "DescribeChangeSet", ok(
             "DescribeChangeSet",
             "<ChangeSetName>w</ChangeSetName><StackName>demo</StackName><Status>FAILED</Status><ExecutionStatus>UNAVAILABLE</ExecutionStatus><StatusReason>The submitted information didn't contain changes. Submit different information to create a change set.</StatusReason><Changes/>",
-        ))
-        .mount(&server)
-        .await;
+        )).await;
     Mock::given(method("POST"))
         .and(action("DeleteChangeSet"))
         .respond_with(ok("DeleteChangeSet", ""))
@@ -121,16 +127,18 @@ async fn a_change_set_without_changes_means_no_changes() {
 #[tokio::test]
 async fn a_change_set_is_read_across_pages_and_rendered_as_a_diff() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(action("DescribeStacks"))
-        .respond_with(ok("DescribeStacks", &stack("UPDATE_COMPLETE")))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(action("CreateChangeSet"))
-        .respond_with(ok("CreateChangeSet", "<Id>cs-1</Id>"))
-        .mount(&server)
-        .await;
+    reply(
+        &server,
+        "DescribeStacks",
+        ok("DescribeStacks", &stack("UPDATE_COMPLETE")),
+    )
+    .await;
+    reply(
+        &server,
+        "CreateChangeSet",
+        ok("CreateChangeSet", "<Id>cs-1</Id>"),
+    )
+    .await;
     let change = |action: &str, logical: &str, ty: &str, replacement: &str| {
         format!("<member><Type>Resource</Type><ResourceChange><Action>{action}</Action><LogicalResourceId>{logical}</LogicalResourceId><ResourceType>{ty}</ResourceType>{replacement}</ResourceChange></member>")
     };
@@ -189,9 +197,10 @@ async fn a_change_set_is_read_across_pages_and_rendered_as_a_diff() {
 #[tokio::test]
 async fn a_failed_create_reports_its_reasons_and_the_rollback() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(action("DescribeStackEvents"))
-        .respond_with(ok(
+    reply(
+        &server,
+        "DescribeStackEvents",
+        ok(
             "DescribeStackEvents",
             &format!(
                 "<StackEvents>{}{}{}{}</StackEvents>",
@@ -212,14 +221,15 @@ async fn a_failed_create_reports_its_reasons_and_the_rollback() {
                 ),
                 event("e1", 3, "Bucket", "CREATE_IN_PROGRESS", ""),
             ),
-        ))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(action("DescribeStacks"))
-        .respond_with(ok("DescribeStacks", &stack("ROLLBACK_COMPLETE")))
-        .mount(&server)
-        .await;
+        ),
+    )
+    .await;
+    reply(
+        &server,
+        "DescribeStacks",
+        ok("DescribeStacks", &stack("ROLLBACK_COMPLETE")),
+    )
+    .await;
     let stack = client(&server);
     let mut seen = Vec::new();
     let state = stack
@@ -307,11 +317,7 @@ async fn stack_events_are_read_across_pages_and_stop_at_the_start() {
 #[tokio::test]
 async fn aws_errors_show_code_and_message() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(action("DescribeStacks"))
-        .respond_with(error(403, "AccessDenied", "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: cloudformation:DescribeStacks"))
-        .mount(&server)
-        .await;
+    reply(&server, "DescribeStacks", error(403, "AccessDenied", "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: cloudformation:DescribeStacks")).await;
     let err = client(&server).state().await.unwrap_err().to_string();
     assert_eq!(
         err,
@@ -322,15 +328,12 @@ async fn aws_errors_show_code_and_message() {
 #[tokio::test]
 async fn a_missing_stack_is_none_not_an_error() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(action("DescribeStacks"))
-        .respond_with(error(
-            400,
-            "ValidationError",
-            "Stack with id demo does not exist",
-        ))
-        .mount(&server)
-        .await;
+    reply(
+        &server,
+        "DescribeStacks",
+        error(400, "ValidationError", "Stack with id demo does not exist"),
+    )
+    .await;
     assert_eq!(client(&server).state().await.unwrap(), None);
 }
 
@@ -368,18 +371,14 @@ async fn drift_is_reported_per_resource() {
     let drift = |logical: &str, status: &str, differences: &str| {
         format!("<member><StackId>{STACK_ID}</StackId><LogicalResourceId>{logical}</LogicalResourceId><ResourceType>AWS::EC2::SecurityGroup</ResourceType><StackResourceDriftStatus>{status}</StackResourceDriftStatus><PropertyDifferences>{differences}</PropertyDifferences><Timestamp>2026-01-01T00:00:00Z</Timestamp></member>")
     };
-    Mock::given(method("POST"))
-        .and(action("DescribeStackResourceDrifts"))
-        .respond_with(ok(
+    reply(&server, "DescribeStackResourceDrifts", ok(
             "DescribeStackResourceDrifts",
             &format!(
                 "<StackResourceDrifts>{}{}</StackResourceDrifts>",
                 drift("LoadBalancerSecurityGroup", "MODIFIED", "<member><PropertyPath>/SecurityGroupIngress/2</PropertyPath><ExpectedValue>null</ExpectedValue><ActualValue>{\"CidrIp\":\"0.0.0.0/0\",\"FromPort\":22}</ActualValue><DifferenceType>ADD</DifferenceType></member>"),
                 drift("FileSystemSecurityGroup", "IN_SYNC", ""),
             ),
-        ))
-        .mount(&server)
-        .await;
+        )).await;
     let report = client(&server).detect_drift().await.unwrap();
     assert_eq!(report.stack_status, "DRIFTED");
     assert_eq!(report.drifted_resources, 1);

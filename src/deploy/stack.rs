@@ -57,6 +57,12 @@ where
     }
 }
 
+/// CloudFormation's way of saying there is no such stack (a validation error, not a 404).
+fn is_missing_stack(err: &impl ProvideErrorMetadata) -> bool {
+    err.code() == Some("ValidationError")
+        && err.message().is_some_and(|m| m.contains("does not exist"))
+}
+
 /// A stack's status and outputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackState {
@@ -192,12 +198,7 @@ impl StackClient {
             .await;
         let output = match result {
             Ok(output) => output,
-            Err(err)
-                if err.code() == Some("ValidationError")
-                    && err.message().is_some_and(|m| m.contains("does not exist")) =>
-            {
-                return Ok(None)
-            }
+            Err(err) if is_missing_stack(&err) => return Ok(None),
             Err(err) => return Err(aws_error("DescribeStacks")(err)),
         };
         let Some(stack) = output.stacks().first() else {
@@ -403,10 +404,7 @@ impl StackClient {
             {
                 Ok(page) => page,
                 // The stack is gone: a finished delete has no more events to show.
-                Err(err)
-                    if err.code() == Some("ValidationError")
-                        && err.message().is_some_and(|m| m.contains("does not exist")) =>
-                {
+                Err(err) if is_missing_stack(&err) => {
                     break;
                 }
                 Err(err) => return Err(aws_error("DescribeStackEvents")(err)),
@@ -565,12 +563,7 @@ impl StackClient {
             .await
         {
             Ok(page) => page,
-            Err(err)
-                if err.code() == Some("ValidationError")
-                    && err.message().is_some_and(|m| m.contains("does not exist")) =>
-            {
-                return Ok(DateTime::from_secs(0))
-            }
+            Err(err) if is_missing_stack(&err) => return Ok(DateTime::from_secs(0)),
             Err(err) => return Err(aws_error("DescribeStackEvents")(err)),
         };
         Ok(page
