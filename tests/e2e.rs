@@ -289,6 +289,18 @@ fn open_index_round_trip_with_twine_pip_and_uv() {
     assert!(skipped.to_lowercase().contains("skipping"), "{skipped}");
     assert_eq!(server.stored().len(), 2);
 
+    let found = run_ok(tool("pip").args([
+        "search",
+        "--index",
+        &format!("{}/RPC2", server.url()),
+        "wh_dem",
+    ]));
+    assert!(
+        String::from_utf8_lossy(&found.stdout).contains("wh-demo (1.0)"),
+        "{}",
+        text(&found)
+    );
+
     let download = work.path().join("downloaded");
     run_ok(
         tool("pip")

@@ -922,3 +922,57 @@ fn protected_actions_without_any_credentials_are_refused() {
     );
     assert!(app.stored().is_empty());
 }
+
+// ---- XML-RPC search ----
+
+fn search_call(term: &str) -> String {
+    format!(
+        "<?xml version='1.0'?>\n<methodCall>\n<methodName>search</methodName>\n<params>\n<param>\n<value><struct>\n<member>\n<name>name</name>\n<value><array><data>\n<value><string>{term}</string></value>\n</data></array></value>\n</member>\n</struct></value>\n</param>\n<param>\n<value><string>or</string></value>\n</param>\n</params>\n</methodCall>\n"
+    )
+}
+
+#[test]
+fn rpc_search_finds_projects_by_name_with_their_latest_version() {
+    let app = demo_app();
+    let resp = app
+        .client
+        .post("/RPC2")
+        .header(ContentType::XML)
+        .body(search_call("Demo_"))
+        .dispatch();
+    assert_eq!(resp.status(), Status::Ok);
+    let body = resp.into_string().unwrap();
+    assert!(
+        body.contains("<name>name</name><value><string>demo-pkg</string>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<name>version</name><value><string>1.0</string>"),
+        "{body}"
+    );
+    assert!(!body.contains("other"), "{body}");
+
+    let resp = app
+        .client
+        .post("/RPC2")
+        .header(ContentType::XML)
+        .body("<methodCall><methodName>list_packages</methodName></methodCall>")
+        .dispatch();
+    assert_eq!(resp.status(), Status::Ok);
+    assert!(resp.into_string().unwrap().contains("<fault>"));
+
+    let resp = app
+        .client
+        .post("/RPC2")
+        .header(ContentType::XML)
+        .body("<methodCall>")
+        .dispatch();
+    assert_eq!(resp.status(), Status::BadRequest);
+}
+
+#[test]
+fn rpc_search_needs_list_permission() {
+    let (app, _file) = htpasswd_app("list");
+    let resp = app.client.post("/RPC2").body(search_call("x")).dispatch();
+    assert_eq!(resp.status(), Status::Unauthorized);
+}

@@ -8,6 +8,7 @@ mod guards;
 mod in_flight;
 mod pages;
 mod render;
+mod rpc;
 mod upload;
 
 use std::sync::Arc;
@@ -184,6 +185,7 @@ fn build_with(
                 upload::post_root,
                 upload::post_legacy,
                 upload::post_simple,
+                rpc::rpc,
             ],
         )
         .register("/", catchers![unauthorized, other_error]))
