@@ -11,7 +11,7 @@ pub mod htpasswd;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
@@ -263,9 +263,6 @@ pub fn parse_basic(header: &str) -> Option<(String, String)> {
     let (user, password) = decoded.split_once(':')?;
     Some((user.to_owned(), password.to_owned()))
 }
-
-/// Shared handle used by the server.
-pub type SharedAuthenticator = Arc<Authenticator>;
 
 #[cfg(test)]
 mod tests {
