@@ -340,6 +340,12 @@ async fn a_missing_stack_is_none_not_an_error() {
 #[tokio::test]
 async fn drift_is_reported_per_resource() {
     let server = MockServer::start().await;
+    let detection = |status: &str| {
+        ok(
+            "DescribeStackDriftDetectionStatus",
+            &format!("<StackId>{STACK_ID}</StackId><StackDriftDetectionId>d-1</StackDriftDetectionId><StackDriftStatus>DRIFTED</StackDriftStatus><DetectionStatus>{status}</DetectionStatus><DriftedStackResourceCount>1</DriftedStackResourceCount><Timestamp>2026-01-01T00:00:00Z</Timestamp>"),
+        )
+    };
     Mock::given(method("POST"))
         .and(action("DetectStackDrift"))
         .respond_with(ok(
@@ -351,20 +357,14 @@ async fn drift_is_reported_per_resource() {
         .await;
     Mock::given(method("POST"))
         .and(action("DescribeStackDriftDetectionStatus"))
-        .respond_with(ok(
-            "DescribeStackDriftDetectionStatus",
-            &format!("<StackId>{STACK_ID}</StackId><StackDriftDetectionId>d-1</StackDriftDetectionId><StackDriftStatus>DRIFTED</StackDriftStatus><DetectionStatus>DETECTION_IN_PROGRESS</DetectionStatus><DriftedStackResourceCount>1</DriftedStackResourceCount><Timestamp>2026-01-01T00:00:00Z</Timestamp>"),
-        ))
+        .respond_with(detection("DETECTION_IN_PROGRESS"))
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
         .and(action("DescribeStackDriftDetectionStatus"))
-        .respond_with(ok(
-            "DescribeStackDriftDetectionStatus",
-            &format!("<StackId>{STACK_ID}</StackId><StackDriftDetectionId>d-1</StackDriftDetectionId><StackDriftStatus>DRIFTED</StackDriftStatus><DetectionStatus>DETECTION_COMPLETE</DetectionStatus><DriftedStackResourceCount>1</DriftedStackResourceCount><Timestamp>2026-01-01T00:00:00Z</Timestamp>"),
-        ))
+        .respond_with(detection("DETECTION_COMPLETE"))
         .with_priority(2)
         .mount(&server)
         .await;

@@ -4,11 +4,13 @@
 //! LocalStack really creates some of the stack's resource types and only pretends to create
 //! others; the assertions here are on what it really creates (see the README).
 
+mod common;
 mod localstack;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::text;
 use localstack::{LocalStack, NetworkFixture};
 
 struct Deploy<'a> {
@@ -47,15 +49,6 @@ impl Deploy<'_> {
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status: {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -5,13 +5,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::sha256_hex;
+use common::{free_port, sha256_hex, text};
 
 const REQUIREMENTS: &str = include_str!("python-requirements.txt");
 
@@ -54,15 +54,6 @@ fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null())
         .output()
         .unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}"))
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status: {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn run_ok(cmd: &mut Command) -> Output {
@@ -113,14 +104,6 @@ fn build_project(dir: &Path, version: &str) -> Dists {
         wheel: out.join(format!("wh_demo-{version}-py3-none-any.whl")),
         sdist: out.join(format!("wh_demo-{version}.tar.gz")),
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A `wheelhouse run` process; killed when dropped, pass or fail.

@@ -1,6 +1,7 @@
 //! The LocalStack harness itself: start it, build the network fixture, put a small stack up
 //! and take it down again through boto3.
 
+mod common;
 mod localstack;
 
 use std::time::Instant;

@@ -2,6 +2,8 @@
 #![allow(dead_code, unreachable_pub)] // each test binary uses its own subset
 
 use std::io::Write;
+use std::net::TcpListener;
+use std::process::Output;
 
 use sha2::{Digest, Sha256};
 
@@ -104,4 +106,23 @@ pub fn upload_fields<'a>(
         ("metadata_version", "2.1"),
         ("sha256_digest", sha256),
     ]
+}
+
+/// A command's exit status and output, for failure messages.
+pub fn text(output: &Output) -> String {
+    format!(
+        "status: {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

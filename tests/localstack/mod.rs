@@ -10,7 +10,6 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::net::TcpListener;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -20,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tempfile::TempDir;
+
+use crate::common::free_port;
 
 /// What goes into the venv. 4.13.1 is the last LocalStack that runs on Python 3.11; the three
 /// upper bounds keep newer releases of its dependencies from breaking its start-up. boto3 comes
@@ -292,15 +293,6 @@ pub struct NetworkFixture {
     pub hosted_zone_id: String,
     /// Without the trailing dot.
     pub hosted_zone_name: String,
-}
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// True once the health endpoint answers 200. The blocking client runs on a thread of its own:
