@@ -109,7 +109,9 @@ pub struct RunArgs {
     #[arg(long, default_value = "sha256")]
     pub hash_algo: String,
 
-    /// Storage backend: auto (the default), simple-dir (scan on every request) or cached-dir.
+    /// How listings follow the directories: consistent-dir (what auto means) re-reads a
+    /// directory only when it changed and stays consistent across replicas sharing it;
+    /// simple-dir scans on every request; cached-dir caches per process (stale across hosts).
     #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
     pub backend: BackendKind,
 
@@ -176,7 +178,6 @@ pub struct ServerConfig {
     pub address: IpAddr,
     pub port: u16,
     pub index: IndexConfig,
-    pub backend: BackendKind,
     pub protected: HashSet<Action>,
     pub htpasswd: Option<PathBuf>,
     pub static_user: Option<StaticUser>,
@@ -353,8 +354,8 @@ impl RunArgs {
                 roots: directories,
                 hash_algo,
                 overwrite: self.overwrite,
+                backend: self.backend,
             },
-            backend: self.backend,
             protected,
             htpasswd,
             static_user,

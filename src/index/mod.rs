@@ -2,23 +2,28 @@
 //! processes may share. It knows files, project names, versions, digests and metadata; it knows
 //! nothing of HTTP.
 //!
-//! Listings come from a [`Backend`]. The one here ([`ScanBackend`]) walks the directories on
-//! every request, like pypiserver's `simple-dir`, so it is always consistent with the disk, but
-//! what it learns about a file (digests, metadata) is remembered per file version in a
-//! [`FileInfoCache`], so no file is ever hashed twice.
+//! Listings come from a [`Backend`]: [`ConsistentBackend`] by default (as consistent as a scan,
+//! at the cost of a few syscalls), [`ScanBackend`] (pypiserver's `simple-dir`) or
+//! [`WatchBackend`] (its `cached-dir`). Whatever the backend, what the index learns about a
+//! file (digests, metadata) is remembered per file version in a [`FileInfoCache`], so no file
+//! is ever hashed twice.
 
 mod cache;
+pub mod consistent;
 pub mod metadata;
 mod scan;
 pub mod upload;
+mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use cache::{FileDetails, FileInfoCache};
+pub use consistent::ConsistentBackend;
 pub use scan::ScanBackend;
+pub use watch::WatchBackend;
 
 use crate::digest::HashAlgo;
 use crate::names::{DistFilename, ProjectName};
@@ -60,16 +65,26 @@ impl FileIdentity {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub projects: BTreeMap<ProjectName, Vec<Arc<DistFile>>>,
+    by_filename: HashMap<String, Arc<DistFile>>,
 }
 
 impl Snapshot {
     pub fn from_files(files: impl IntoIterator<Item = DistFile>) -> Self {
+        Self::from_shared(files.into_iter().map(Arc::new))
+    }
+
+    pub fn from_shared(files: impl IntoIterator<Item = Arc<DistFile>>) -> Self {
         let mut projects: BTreeMap<ProjectName, Vec<Arc<DistFile>>> = BTreeMap::new();
+        let mut by_filename = HashMap::new();
         for file in files {
+            // The same filename in two directories is one file to pip: the first root wins.
+            by_filename
+                .entry(file.name.filename().to_owned())
+                .or_insert_with(|| file.clone());
             projects
                 .entry(file.name.project().clone())
                 .or_default()
-                .push(Arc::new(file));
+                .push(file);
         }
         for files in projects.values_mut() {
             files.sort_by(|a, b| {
@@ -79,7 +94,10 @@ impl Snapshot {
                     .then_with(|| a.name.filename().cmp(b.name.filename()))
             });
         }
-        Self { projects }
+        Self {
+            projects,
+            by_filename,
+        }
     }
 
     pub fn files(&self) -> impl Iterator<Item = &Arc<DistFile>> {
@@ -91,12 +109,11 @@ impl Snapshot {
     }
 
     pub fn find_filename(&self, filename: &str) -> Option<&Arc<DistFile>> {
-        self.files().find(|f| f.name.filename() == filename)
+        self.by_filename.get(filename)
     }
 }
 
-/// Where listings come from. The scanning backend is the reference; a caching backend slots in
-/// behind the same calls.
+/// Where listings come from. The scanning backend is the reference the others must agree with.
 pub trait Backend: Send + Sync {
     /// Every distribution file as the directories hold it now.
     fn snapshot(&self) -> std::io::Result<Arc<Snapshot>>;
@@ -106,11 +123,15 @@ pub trait Backend: Send + Sync {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
-    /// The default: `simple-dir` today.
+    /// The default: consistent-dir.
     Auto,
-    /// Scan the directories on every request (always consistent).
+    /// Re-read a directory only when its timestamps moved: consistent across replicas that
+    /// share the directory, at a constant cost per request.
+    ConsistentDir,
+    /// Scan every directory on every request (pypiserver's simple-dir).
     SimpleDir,
-    /// pypiserver's per-process cache; served by the scanning backend for now.
+    /// Cache per process, refreshed by inotify (pypiserver's cached-dir): fast, but blind to
+    /// changes made by other hosts sharing the directory over NFS.
     CachedDir,
 }
 
@@ -123,6 +144,7 @@ pub struct IndexConfig {
     pub hash_algo: Option<HashAlgo>,
     /// Replace an existing file on upload instead of refusing it.
     pub overwrite: bool,
+    pub backend: BackendKind,
 }
 
 /// The package store.
@@ -130,15 +152,25 @@ pub struct Index {
     config: IndexConfig,
     backend: Box<dyn Backend>,
     cache: FileInfoCache,
+    /// The snapshot the cache was last trimmed to, so trimming happens once per change.
+    trimmed_for: std::sync::Mutex<Option<Arc<Snapshot>>>,
 }
 
 impl Index {
     pub fn open(config: IndexConfig) -> Self {
-        let backend = Box::new(ScanBackend::new(config.roots.clone()));
+        let roots = config.roots.clone();
+        let backend: Box<dyn Backend> = match config.backend {
+            BackendKind::Auto | BackendKind::ConsistentDir => {
+                Box::new(ConsistentBackend::new(roots))
+            }
+            BackendKind::SimpleDir => Box::new(ScanBackend::new(roots)),
+            BackendKind::CachedDir => Box::new(WatchBackend::new(roots)),
+        };
         Self {
             cache: FileInfoCache::new(config.hash_algo),
             config,
             backend,
+            trimmed_for: std::sync::Mutex::new(None),
         }
     }
 
@@ -152,8 +184,31 @@ impl Index {
 
     pub fn snapshot(&self) -> std::io::Result<Arc<Snapshot>> {
         let snapshot = self.backend.snapshot()?;
-        self.cache.retain_only(snapshot.files());
+        let mut trimmed_for = self.trimmed_for.lock().unwrap_or_else(|e| e.into_inner());
+        if !trimmed_for
+            .as_ref()
+            .is_some_and(|last| Arc::ptr_eq(last, &snapshot))
+        {
+            self.cache.retain_only(snapshot.files());
+            *trimmed_for = Some(snapshot.clone());
+        }
         Ok(snapshot)
+    }
+
+    /// `file` as the disk holds it now, or `None` if it is gone. Needed because writing into
+    /// an existing file (`cp` onto its name) moves no directory timestamp, so a listing can
+    /// hold the identity of an older version.
+    pub fn as_on_disk(&self, file: &Arc<DistFile>) -> std::io::Result<Option<Arc<DistFile>>> {
+        match std::fs::metadata(&file.path) {
+            Ok(metadata) if FileIdentity::of(&metadata) == file.identity => Ok(Some(file.clone())),
+            Ok(metadata) if metadata.is_file() => Ok(Some(Arc::new(DistFile {
+                identity: FileIdentity::of(&metadata),
+                ..DistFile::clone(file)
+            }))),
+            Ok(_) => Ok(None),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 
     /// What the index advertises about a file; computed once per file version.

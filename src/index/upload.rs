@@ -164,6 +164,7 @@ impl Index {
         }
         // The new directory entry must survive a crash too, or a 200 could be forgotten.
         std::fs::File::open(self.upload_dir())?.sync_all()?;
+        self.backend.invalidate();
         self.remember(&target, &name, &received.digests);
         Ok(name)
     }

@@ -111,9 +111,10 @@ fn build_with(
             crate::auth::ENV_PASSWORD
         );
     }
-    if config.backend == BackendKind::CachedDir {
-        tracing::info!(
-            "--backend cached-dir: served by the scanning backend, which is always consistent"
+    if config.index.backend == BackendKind::CachedDir {
+        tracing::warn!(
+            "--backend cached-dir: changes made by another host sharing the directory (NFS, EFS) \
+             are not seen; use consistent-dir (the default) with replicas"
         );
     }
     let app = App {

@@ -47,7 +47,8 @@ fn project_name(raw: &str) -> Result<ProjectName, ApiError> {
     ProjectName::new(raw).map_err(|err| ApiError::bad_request(err.to_string()))
 }
 
-/// Reads the snapshot and every listed file's details, off the runtime.
+/// Reads the snapshot and every listed file's details, off the runtime. Each file is checked
+/// against the disk, so a file rewritten in place is listed with its new digest.
 async fn with_details(
     index: &Arc<Index>,
     pick: impl FnOnce(&Snapshot) -> Vec<Arc<DistFile>> + Send + 'static,
@@ -55,10 +56,14 @@ async fn with_details(
     let index = index.clone();
     blocking(move || -> std::io::Result<_> {
         let snapshot = index.snapshot()?;
-        pick(&snapshot)
-            .into_iter()
-            .map(|file| Ok((file.clone(), index.details(&file)?)))
-            .collect()
+        let mut listed = Vec::new();
+        for file in pick(&snapshot) {
+            if let Some(file) = index.as_on_disk(&file)? {
+                let details = index.details(&file)?;
+                listed.push((file, details));
+            }
+        }
+        Ok(listed)
     })
     .await
 }
