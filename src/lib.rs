@@ -14,6 +14,7 @@ extern crate rocket;
 
 pub mod auth;
 pub mod config;
+#[cfg(feature = "deploy")]
 pub mod deploy;
 pub mod digest;
 pub mod healthcheck;

@@ -7,11 +7,11 @@
 mod common;
 mod localstack;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use common::text;
-use localstack::{LocalStack, NetworkFixture};
+use localstack::LocalStack;
 
 struct Deploy<'a> {
     localstack: &'a LocalStack,
@@ -56,28 +56,6 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn write_settings(path: &Path, network: &NetworkFixture) {
-    let settings = format!(
-        r#"instance_type = "t3.small"
-asg_subnets = {asg:?}
-lb_subnets = {lb:?}
-dns_names = ["pypi"]
-hosted_zone_id = "{zone}"
-hosted_zone_name = "{zone_name}"
-environment = "e2e"
-service_name = "wheelhouse"
-alarm_emails = ["ops@example.com"]
-image_repository = "000000000000.dkr.ecr.us-east-1.amazonaws.com/wheelhouse"
-image_tag = "0.1.0"
-"#,
-        asg = network.asg_subnets,
-        lb = network.lb_subnets,
-        zone = network.hosted_zone_id,
-        zone_name = network.hosted_zone_name,
-    );
-    std::fs::write(path, settings).unwrap();
-}
-
 #[test]
 fn preview_up_change_refresh_destroy() {
     let localstack = LocalStack::start();
@@ -85,7 +63,7 @@ fn preview_up_change_refresh_destroy() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("wheelhouse.e2e.toml");
     // No vpc_id or vpc_cidr: both are looked up from the subnets through EC2.
-    write_settings(&config, &network);
+    std::fs::write(&config, network.settings()).unwrap();
     let deploy = Deploy {
         localstack: &localstack,
         config,

@@ -7,104 +7,11 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::python::{build_project, run, run_fails, run_ok, tool, venv};
 use common::{free_port, sha256_hex, text};
-
-const REQUIREMENTS: &str = include_str!("python-requirements.txt");
-
-/// The venv with the Python clients, made once per requirements file and reused.
-fn venv() -> &'static Path {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-venv");
-        let marker = venv.join("installed-requirements.txt");
-        if std::fs::read_to_string(&marker).ok().as_deref() == Some(REQUIREMENTS) {
-            return venv;
-        }
-        let _ = std::fs::remove_dir_all(&venv);
-        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        run_ok(Command::new(&python).args(["-m", "venv"]).arg(&venv));
-        let requirements = venv.join("requirements.txt");
-        std::fs::write(&requirements, REQUIREMENTS).unwrap();
-        run_ok(
-            Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-                .arg(&requirements),
-        );
-        std::fs::write(&marker, REQUIREMENTS).unwrap();
-        venv
-    })
-}
-
-fn tool(name: &str) -> Command {
-    let mut cmd = Command::new(venv().join("bin").join(name));
-    cmd.env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        .env("PIP_NO_INPUT", "1")
-        .env_remove("TWINE_USERNAME")
-        .env_remove("TWINE_PASSWORD")
-        .env_remove("UV_INDEX_URL")
-        .env_remove("PIP_INDEX_URL");
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}"))
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let output = run(cmd);
-    assert!(output.status.success(), "{cmd:?} failed\n{}", text(&output));
-    output
-}
-
-fn run_fails(cmd: &mut Command) -> Output {
-    let output = run(cmd);
-    assert!(
-        !output.status.success(),
-        "{cmd:?} should have failed\n{}",
-        text(&output)
-    );
-    output
-}
-
-/// A real project built by `python -m build`: its wheel and sdist.
-struct Dists {
-    wheel: PathBuf,
-    sdist: PathBuf,
-}
-
-fn build_project(dir: &Path, version: &str) -> Dists {
-    let src = dir.join(format!("src-{version}"));
-    std::fs::create_dir_all(src.join("wh_demo")).unwrap();
-    std::fs::write(
-        src.join("pyproject.toml"),
-        format!(
-            "[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n\n[project]\nname = \"wh-demo\"\nversion = \"{version}\"\nrequires-python = \">=3.8\"\ndescription = \"wheelhouse end-to-end test package\"\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        src.join("wh_demo/__init__.py"),
-        format!("VERSION = {version:?}\n"),
-    )
-    .unwrap();
-    let out = dir.join("dist");
-    run_ok(
-        tool("python")
-            .args(["-m", "build", "--no-isolation", "--outdir"])
-            .arg(&out)
-            .arg(&src),
-    );
-    Dists {
-        wheel: out.join(format!("wh_demo-{version}-py3-none-any.whl")),
-        sdist: out.join(format!("wh_demo-{version}.tar.gz")),
-    }
-}
 
 /// A `wheelhouse run` process; killed when dropped, pass or fail.
 struct Server {
@@ -245,7 +152,7 @@ fn uv(work: &Path) -> Command {
 #[test]
 fn open_index_round_trip_with_twine_pip_and_uv() {
     let work = tempfile::tempdir().unwrap();
-    let dists = build_project(work.path(), "1.0");
+    let dists = build_project(work.path(), "1.0", Some(">=3.8"));
     let server = Server::start(&["-P", ".", "-a", "."], &[]);
 
     run_ok(&mut server.twine_upload(&[&dists.wheel, &dists.sdist], "anyone", "anything"));
@@ -339,7 +246,7 @@ fn open_index_round_trip_with_twine_pip_and_uv() {
 #[test]
 fn uv_resolves_through_pep658_metadata_without_downloading_the_wheel() {
     let work = tempfile::tempdir().unwrap();
-    let dists = build_project(work.path(), "1.1");
+    let dists = build_project(work.path(), "1.1", Some(">=3.8"));
     let server = Server::start(&["-P", ".", "-a", "."], &[]);
     run_ok(&mut server.twine_upload(&[&dists.wheel], "anyone", "anything"));
 
@@ -372,7 +279,7 @@ fn uv_resolves_through_pep658_metadata_without_downloading_the_wheel() {
 #[test]
 fn authenticated_index_refuses_clients_without_credentials() {
     let work = tempfile::tempdir().unwrap();
-    let dists = build_project(work.path(), "2.0");
+    let dists = build_project(work.path(), "2.0", Some(">=3.8"));
     let htpasswd = work.path().join("htpasswd");
     std::fs::write(
         &htpasswd,

@@ -1,6 +1,7 @@
 //! Helpers shared by the test binaries: real wheel and sdist files, upload forms.
 #![allow(dead_code, unreachable_pub)] // each test binary uses its own subset
 
+pub mod python;
 pub mod replica;
 
 use std::io::Write;

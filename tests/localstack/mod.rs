@@ -186,6 +186,29 @@ impl LocalStack {
         format!("--- LocalStack log\n{}", String::from_utf8_lossy(&bytes))
     }
 
+    /// boto3 against this instance.
+    pub fn aws(&self) -> Aws {
+        Aws(self.endpoint.clone())
+    }
+
+    pub fn python(&self, script: &str) -> String {
+        self.aws().python(script)
+    }
+
+    pub fn create_network(&self) -> NetworkFixture {
+        self.aws().create_network()
+    }
+
+    pub fn secret_value(&self, arn: &str) -> serde_json::Value {
+        self.aws().secret_value(arn)
+    }
+}
+
+/// An AWS endpoint (LocalStack's, as a process or in a container) driven through boto3 from
+/// the venv.
+pub struct Aws(pub String);
+
+impl Aws {
     /// Runs a Python snippet with the venv's python (boto3 importable). The environment has
     /// test credentials, region us-east-1, `ENDPOINT` (and `AWS_ENDPOINT_URL`, which boto3
     /// honours) set to this instance. Panics with the output if the script fails; returns
@@ -193,9 +216,8 @@ impl LocalStack {
     pub fn python(&self, script: &str) -> String {
         let output = Command::new(venv().join("bin/python"))
             .args(["-c", script])
-            .current_dir(self.dir.path())
-            .env("ENDPOINT", &self.endpoint)
-            .env("AWS_ENDPOINT_URL", &self.endpoint)
+                        .env("ENDPOINT", &self.0)
+            .env("AWS_ENDPOINT_URL", &self.0)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_DEFAULT_REGION", "us-east-1")
@@ -293,6 +315,30 @@ pub struct NetworkFixture {
     pub hosted_zone_id: String,
     /// Without the trailing dot.
     pub hosted_zone_name: String,
+}
+
+impl NetworkFixture {
+    /// A `wheelhouse.<stack>.toml` for a deployment into this network.
+    pub fn settings(&self) -> String {
+        format!(
+            r#"instance_type = "t3.small"
+asg_subnets = {asg:?}
+lb_subnets = {lb:?}
+dns_names = ["pypi"]
+hosted_zone_id = "{zone}"
+hosted_zone_name = "{zone_name}"
+environment = "e2e"
+service_name = "wheelhouse"
+alarm_emails = ["ops@example.com"]
+image_repository = "000000000000.dkr.ecr.us-east-1.amazonaws.com/wheelhouse"
+image_tag = "0.1.0"
+"#,
+            asg = self.asg_subnets,
+            lb = self.lb_subnets,
+            zone = self.hosted_zone_id,
+            zone_name = self.hosted_zone_name,
+        )
+    }
 }
 
 /// True once the health endpoint answers 200. The blocking client runs on a thread of its own:

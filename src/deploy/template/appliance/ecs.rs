@@ -216,8 +216,8 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
                 "Image": format!("{}:{}", settings.image_repository, settings.image_tag),
                 "User": format!("{SERVER_UID}:{SERVER_UID}"),
                 "Essential": true,
+                // The image's entrypoint is `/wheelhouse run`: these are its arguments.
                 "Command": [
-                    "run",
                     "--disable-fallback",
                     "--backend", "auto",
                     "-a", "download,list,update",

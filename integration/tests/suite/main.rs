@@ -1,0 +1,92 @@
+//! The appliance in miniature: `wheelhouse-deploy up` against LocalStack, three replicas that
+//! share one package store and get the stack's credentials the way ECS injects them, and the
+//! real pip, uv, twine and build driving them, step by step.
+//!
+//! Two ways to bring the cluster up: `containers` (LocalStack and three `wheelhouse` containers
+//! from locally built images, sharing one Docker volume) and `processes` (LocalStack and three
+//! `wheelhouse` processes on loopback sharing one temp directory). `WHEELHOUSE_INTEGRATION`
+//! chooses: `containers`, `processes`, or `both`; unset, both run when a Docker engine answers
+//! and `processes` alone otherwise.
+//!
+//! Run with `cargo test --workspace` (which builds the binaries this suite starts) or, after a
+//! `cargo build --workspace`, `cargo test -p wheelhouse-integration`.
+
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+#[path = "../../../tests/localstack/mod.rs"]
+mod localstack;
+
+mod cluster;
+mod steps;
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+use cluster::{docker_available, Mode};
+use steps::{Scenario, STEPS};
+
+fn modes() -> Result<Vec<Mode>, String> {
+    match std::env::var("WHEELHOUSE_INTEGRATION").as_deref() {
+        Ok("containers") => Ok(vec![Mode::Containers]),
+        Ok("processes") => Ok(vec![Mode::Processes]),
+        Ok("both") => Ok(vec![Mode::Containers, Mode::Processes]),
+        Ok("") | Err(std::env::VarError::NotPresent) => Ok(if docker_available() {
+            vec![Mode::Containers, Mode::Processes]
+        } else {
+            vec![Mode::Processes]
+        }),
+        Ok(other) => Err(format!(
+            "WHEELHOUSE_INTEGRATION={other:?}: expected containers, processes or both"
+        )),
+        Err(err) => Err(format!("WHEELHOUSE_INTEGRATION: {err}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    // The steps build on each other: one at a time, in order.
+    args.test_threads = Some(1);
+    let modes = match modes() {
+        Ok(modes) => modes,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let scenarios: Vec<Arc<Mutex<Scenario>>> = modes
+        .iter()
+        .map(|mode| Arc::new(Mutex::new(Scenario::new(*mode))))
+        .collect();
+    let mut trials = Vec::new();
+    for (mode, scenario) in modes.iter().zip(&scenarios) {
+        for (number, (name, step)) in STEPS.iter().enumerate() {
+            let scenario = scenario.clone();
+            let step = *step;
+            trials.push(Trial::test(
+                format!("{}::step{}_{name}", mode.name(), number + 1),
+                move || run_step(&scenario, step),
+            ));
+        }
+    }
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Stops every container and process, whatever happened above.
+    for scenario in &scenarios {
+        scenario.lock().unwrap_or_else(|e| e.into_inner()).shut_down();
+    }
+    conclusion.exit_code()
+}
+
+fn run_step(scenario: &Mutex<Scenario>, step: fn(&mut Scenario)) -> Result<(), Failed> {
+    let mut scenario = scenario.lock().unwrap_or_else(|e| e.into_inner());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&mut scenario)));
+    outcome.map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "the step panicked".to_owned());
+        Failed::from(message)
+    })
+}

@@ -1,0 +1,114 @@
+//! The real Python clients (pip, uv, twine, build) in a venv made from
+//! `tests/python-requirements.txt`, and a real project built with them.
+
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use super::text;
+
+const REQUIREMENTS: &str = include_str!("../python-requirements.txt");
+
+/// The venv with the Python clients, made once per requirements file and reused.
+pub fn venv() -> &'static Path {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        std::fs::create_dir_all(&tmp).unwrap();
+        // Several test binaries use this venv: one builds it, the others wait on the lock.
+        let lock = std::fs::File::create(tmp.join("e2e-venv.lock")).unwrap();
+        // SAFETY: flock on a descriptor that `lock` keeps open until the end of this closure.
+        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(locked, 0, "flock: {}", std::io::Error::last_os_error());
+        let venv = tmp.join("e2e-venv");
+        let marker = venv.join("installed-requirements.txt");
+        if std::fs::read_to_string(&marker).ok().as_deref() == Some(REQUIREMENTS) {
+            return venv;
+        }
+        let _ = std::fs::remove_dir_all(&venv);
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        run_ok(Command::new(&python).args(["-m", "venv"]).arg(&venv));
+        let requirements = venv.join("requirements.txt");
+        std::fs::write(&requirements, REQUIREMENTS).unwrap();
+        run_ok(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(&requirements),
+        );
+        std::fs::write(&marker, REQUIREMENTS).unwrap();
+        venv
+    })
+}
+
+pub fn tool(name: &str) -> Command {
+    let mut cmd = Command::new(venv().join("bin").join(name));
+    cmd.env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .env("PIP_NO_INPUT", "1")
+        .env_remove("TWINE_USERNAME")
+        .env_remove("TWINE_PASSWORD")
+        .env_remove("UV_INDEX_URL")
+        .env_remove("PIP_INDEX_URL");
+    cmd
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}"))
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let output = run(cmd);
+    assert!(output.status.success(), "{cmd:?} failed\n{}", text(&output));
+    output
+}
+
+pub fn run_fails(cmd: &mut Command) -> Output {
+    let output = run(cmd);
+    assert!(
+        !output.status.success(),
+        "{cmd:?} should have failed\n{}",
+        text(&output)
+    );
+    output
+}
+
+/// A real project built by `python -m build`: its wheel and sdist.
+pub struct Dists {
+    pub wheel: PathBuf,
+    pub sdist: PathBuf,
+}
+
+/// `requires_python` goes into `[project]` when given.
+pub fn build_project(dir: &Path, version: &str, requires_python: Option<&str>) -> Dists {
+    let src = dir.join(format!("src-{version}"));
+    std::fs::create_dir_all(src.join("wh_demo")).unwrap();
+    std::fs::write(
+        src.join("pyproject.toml"),
+        format!(
+            "[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n\n[project]\nname = \"wh-demo\"\nversion = \"{version}\"\n{python}description = \"wheelhouse end-to-end test package\"\n",
+            python = requires_python
+                .map(|spec| format!("requires-python = {spec:?}\n"))
+                .unwrap_or_default()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("wh_demo/__init__.py"),
+        format!("VERSION = {version:?}\n"),
+    )
+    .unwrap();
+    let out = dir.join("dist");
+    run_ok(
+        tool("python")
+            .args(["-m", "build", "--no-isolation", "--outdir"])
+            .arg(&out)
+            .arg(&src),
+    );
+    Dists {
+        wheel: out.join(format!("wh_demo-{version}-py3-none-any.whl")),
+        sdist: out.join(format!("wh_demo-{version}.tar.gz")),
+    }
+}
+
