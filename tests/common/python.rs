@@ -111,4 +111,3 @@ pub fn build_project(dir: &Path, version: &str, requires_python: Option<&str>) -
         sdist: out.join(format!("wh_demo-{version}.tar.gz")),
     }
 }
-

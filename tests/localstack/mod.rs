@@ -216,7 +216,7 @@ impl Aws {
     pub fn python(&self, script: &str) -> String {
         let output = Command::new(venv().join("bin/python"))
             .args(["-c", script])
-                        .env("ENDPOINT", &self.0)
+            .env("ENDPOINT", &self.0)
             .env("AWS_ENDPOINT_URL", &self.0)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")

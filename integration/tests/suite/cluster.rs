@@ -41,7 +41,7 @@ impl Mode {
 /// LocalStack, whichever way it runs.
 pub(crate) enum Aws {
     Process(LocalStack),
-    Container(Container<LocalStackImage>),
+    Container(Box<Container<LocalStackImage>>),
 }
 
 impl Aws {
@@ -54,7 +54,7 @@ impl Aws {
                     .with_tag(LOCALSTACK_TAG)
                     .start()
                     .expect("start the LocalStack container");
-                Aws::Container(container)
+                Aws::Container(Box::new(container))
             }
         }
     }
@@ -141,16 +141,13 @@ struct Containers {
 
 impl Containers {
     fn start((user, password): &(String, String)) -> Self {
-        run_script(
-            &repo().join("image/build"),
-            &[&format!("{}:{}", SERVER_IMAGE.0, SERVER_IMAGE.1)],
-        );
+        build_server_image();
         let volume = format!("wheelhouse-integration-{}", std::process::id());
         let containers = (0..3)
             .map(|_| {
                 let mut cmd: Vec<String> = SERVER_ARGS.iter().map(|a| (*a).to_owned()).collect();
                 cmd.extend(["--disable-fallback", "/data/packages"].map(String::from));
-                let container = GenericImage::new(SERVER_IMAGE.0, SERVER_IMAGE.1)
+                GenericImage::new(SERVER_IMAGE.0, SERVER_IMAGE.1)
                     .with_exposed_port(8080.tcp())
                     .with_wait_for(WaitFor::Nothing)
                     .with_cmd(cmd)
@@ -158,8 +155,7 @@ impl Containers {
                     .with_env_var("WHEELHOUSE_PASSWORD", password)
                     .with_mount(Mount::volume_mount(&volume, "/data/packages"))
                     .start()
-                    .expect("start a wheelhouse container");
-                container
+                    .expect("start a wheelhouse container")
             })
             .collect();
         let cluster = Self { containers, volume };
@@ -235,9 +231,21 @@ impl Drop for Containers {
     }
 }
 
+/// Builds (or brings up to date: the build is incremental) the server image.
+pub(crate) fn build_server_image() {
+    run_script(
+        &repo().join("image/build"),
+        &[&format!("{}:{}", SERVER_IMAGE.0, SERVER_IMAGE.1)],
+    );
+}
+
 fn docker(args: &[&str]) {
     let output = Command::new("docker").args(args).output().expect("docker");
-    assert!(output.status.success(), "docker {args:?}\n{}", text(&output));
+    assert!(
+        output.status.success(),
+        "docker {args:?}\n{}",
+        text(&output)
+    );
 }
 
 /// True when a Docker engine answers.

@@ -70,17 +70,33 @@ fn main() -> ExitCode {
             ));
         }
     }
+    if modes.contains(&Mode::Containers) {
+        trials.insert(
+            0,
+            Trial::test("containers::image_smoke_test", || {
+                catch(steps::image_smoke_test)
+            }),
+        );
+    }
     let conclusion = libtest_mimic::run(&args, trials);
     // Stops every container and process, whatever happened above.
     for scenario in &scenarios {
-        scenario.lock().unwrap_or_else(|e| e.into_inner()).shut_down();
+        scenario
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .shut_down();
     }
     conclusion.exit_code()
 }
 
 fn run_step(scenario: &Mutex<Scenario>, step: fn(&mut Scenario)) -> Result<(), Failed> {
     let mut scenario = scenario.lock().unwrap_or_else(|e| e.into_inner());
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&mut scenario)));
+    catch(|| step(&mut scenario))
+}
+
+/// A failed assertion becomes the trial's failure message instead of tearing the run down.
+fn catch(work: impl FnOnce()) -> Result<(), Failed> {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
     outcome.map_err(|panic| {
         let message = panic
             .downcast_ref::<String>()

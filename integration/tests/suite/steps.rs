@@ -23,9 +23,18 @@ type Step = fn(&mut Scenario);
 pub(crate) const STEPS: &[(&str, Step)] = &[
     ("deploy_up_and_read_the_credentials", deploy_up),
     ("replicas_start_with_the_stack_credentials", start_replicas),
-    ("upload_then_install_from_every_replica", upload_then_install),
-    ("refused_without_or_with_wrong_credentials", refused_without_credentials),
-    ("one_filename_uploaded_through_all_three", concurrent_uploads),
+    (
+        "upload_then_install_from_every_replica",
+        upload_then_install,
+    ),
+    (
+        "refused_without_or_with_wrong_credentials",
+        refused_without_credentials,
+    ),
+    (
+        "one_filename_uploaded_through_all_three",
+        concurrent_uploads,
+    ),
     ("replica_killed_mid_upload", replica_killed_mid_upload),
     ("removal_seen_by_all_at_once", removal_seen_by_all),
     ("rolling_restart_under_installs", rolling_restart),
@@ -77,7 +86,9 @@ impl Scenario {
     }
 
     fn aws(&self) -> &Aws {
-        self.aws.as_ref().expect("step 1 did not bring LocalStack up")
+        self.aws
+            .as_ref()
+            .expect("step 1 did not bring LocalStack up")
     }
 
     fn credentials(&self) -> &(String, String) {
@@ -144,7 +155,11 @@ impl Scenario {
 
     /// filename -> sha256 as the replica's JSON page lists them (empty for a 404).
     fn json_listing(&self, replica: usize) -> BTreeMap<String, String> {
-        json_listing(&self.client, &self.cluster().url(replica), self.credentials())
+        json_listing(
+            &self.client,
+            &self.cluster().url(replica),
+            self.credentials(),
+        )
     }
 
     /// filename -> sha256 from the `#sha256=` fragments of the replica's HTML page.
@@ -168,7 +183,12 @@ impl Scenario {
     }
 
     fn download(&self, replica: usize, filename: &str) -> Option<Vec<u8>> {
-        download(&self.client, &self.cluster().url(replica), self.credentials(), filename)
+        download(
+            &self.client,
+            &self.cluster().url(replica),
+            self.credentials(),
+            filename,
+        )
     }
 
     /// Every replica lists exactly what the store should hold, in JSON and HTML, and serves it.
@@ -330,8 +350,14 @@ fn upload_then_install(s: &mut Scenario) {
     );
     let log = s.cluster().log(2);
     let wheel_path = "path=/packages/wh_demo-2.0-py3-none-any.whl";
-    assert!(log.contains(&format!("{wheel_path}.metadata status=200")), "{log}");
-    assert!(!log.contains(&format!("{wheel_path} ")), "wheel fetched:\n{log}");
+    assert!(
+        log.contains(&format!("{wheel_path}.metadata status=200")),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&format!("{wheel_path} ")),
+        "wheel fetched:\n{log}"
+    );
 
     // Right after the upload through A: pip and uv from B, then from C without caches.
     let installs = [
@@ -374,7 +400,14 @@ fn uv(work: &Path) -> Command {
     cmd
 }
 
-fn install(s: &Scenario, replica: usize, client: &str, version: &str, no_cache: bool, target: &Path) {
+fn install(
+    s: &Scenario,
+    replica: usize,
+    client: &str,
+    version: &str,
+    no_cache: bool,
+    target: &Path,
+) {
     let requirement = format!("{PROJECT}=={version}");
     let index = s.index_url(replica);
     let mut cmd = if client == "pip" {
@@ -466,7 +499,9 @@ fn concurrent_uploads(s: &mut Scenario) {
     let filename = wheel_filename(PROJECT, "3.0");
     let winner = sha256_hex(winners[0]);
     for replica in 0..3 {
-        let served = s.download(replica, &filename).expect("the winner is served");
+        let served = s
+            .download(replica, &filename)
+            .expect("the winner is served");
         assert_eq!(sha256_hex(&served), winner, "replica {replica}");
     }
     s.stored.insert(filename, winner);
@@ -481,10 +516,8 @@ fn big_wheel(version: &str, size: usize) -> Vec<u8> {
         zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let info = format!("wh_demo-{version}.dist-info");
     zip.start_file(format!("{info}/METADATA"), stored).unwrap();
-    zip.write_all(
-        format!("Metadata-Version: 2.1\nName: wh-demo\nVersion: {version}\n").as_bytes(),
-    )
-    .unwrap();
+    zip.write_all(format!("Metadata-Version: 2.1\nName: wh-demo\nVersion: {version}\n").as_bytes())
+        .unwrap();
     zip.start_file("wh_demo/blob.bin", stored).unwrap();
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     let mut chunk = vec![0u8; 1 << 20];
@@ -505,8 +538,10 @@ fn replica_killed_mid_upload(s: &mut Scenario) {
     let filename = wheel_filename(PROJECT, version);
     let bytes = big_wheel(version, 200 << 20);
     let sha = sha256_hex(&bytes);
-    let (content_type, body) =
-        multipart(&upload_fields(PROJECT, version, &sha), Some((&filename, &bytes)));
+    let (content_type, body) = multipart(
+        &upload_fields(PROJECT, version, &sha),
+        Some((&filename, &bytes)),
+    );
 
     // B and C are watched the whole time: neither may ever list or serve the file.
     let stop = Arc::new(AtomicBool::new(false));
@@ -560,7 +595,9 @@ fn replica_killed_mid_upload(s: &mut Scenario) {
     assert_eq!(s.upload(1, version, &bytes), StatusCode::OK);
     s.stored.insert(filename.clone(), sha.clone());
     s.assert_all_replicas_agree();
-    let served = s.download(2, &filename).expect("the retried upload is served");
+    let served = s
+        .download(2, &filename)
+        .expect("the retried upload is served");
     assert_eq!(sha256_hex(&served), sha);
 }
 
@@ -591,7 +628,10 @@ fn removal_seen_by_all(s: &mut Scenario) {
     let filename = wheel_filename(PROJECT, "3.0");
     s.stored.remove(&filename);
     for replica in [1, 2, 0] {
-        assert!(s.download(replica, &filename).is_none(), "replica {replica}");
+        assert!(
+            s.download(replica, &filename).is_none(),
+            "replica {replica}"
+        );
     }
     s.assert_all_replicas_agree();
 }
@@ -604,8 +644,12 @@ fn rolling_restart(s: &mut Scenario) {
     let stop = Arc::new(AtomicBool::new(false));
     let work = s.work.path().to_owned();
     let client = {
-        let (urls, in_service, in_use, stop) =
-            (urls.clone(), in_service.clone(), in_use.clone(), stop.clone());
+        let (urls, in_service, in_use, stop) = (
+            urls.clone(),
+            in_service.clone(),
+            in_use.clone(),
+            stop.clone(),
+        );
         std::thread::spawn(move || {
             let mut results = Vec::new();
             let mut next = 0;
@@ -663,6 +707,105 @@ fn rolling_restart(s: &mut Scenario) {
         started.elapsed()
     );
     s.assert_all_replicas_agree();
+}
+
+/// The image on its own, used the way pypiserver's is: `docker run IMAGE -P . -a .
+/// /data/packages`. It must start, report healthy through its own health check, list, take an
+/// upload and serve it back, as a non-root user with no shell inside.
+pub(crate) fn image_smoke_test() {
+    use testcontainers_modules::testcontainers::core::{IntoContainerPort, WaitFor};
+    use testcontainers_modules::testcontainers::runners::SyncRunner;
+    use testcontainers_modules::testcontainers::{GenericImage, ImageExt};
+
+    crate::cluster::build_server_image();
+    let (name, tag) = crate::cluster::SERVER_IMAGE;
+    let image = format!("{name}:{tag}");
+    let inspect = docker_output(&["image", "inspect", "-f", "{{.Config.User}} {{json .Config.Entrypoint}} {{json .Config.ExposedPorts}} {{json .Config.Volumes}}", &image]);
+    assert_eq!(
+        inspect.trim(),
+        r#"10001:10001 ["/wheelhouse","run"] {"8080/tcp":{}} {"/data/packages":{}}"#
+    );
+    let size: u64 = docker_output(&["image", "inspect", "-f", "{{.Size}}", &image])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(size < 15 << 20, "the image is {size} bytes");
+    let shell = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/sh",
+            &image,
+            "-c",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert!(!shell.status.success(), "the image has a shell");
+
+    let container = GenericImage::new(name, tag)
+        .with_exposed_port(8080.tcp())
+        .with_wait_for(WaitFor::Nothing)
+        .with_cmd(["-P", ".", "-a", ".", "/data/packages"])
+        .start()
+        .expect("start the image");
+    let url = format!(
+        "http://127.0.0.1:{}",
+        container.get_host_port_ipv4(8080).unwrap()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let health = docker_output(&["inspect", "-f", "{{.State.Health.Status}}", container.id()]);
+        if health.trim() == "healthy" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "health: {health}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let client = Client::new();
+    let listed = client.get(format!("{url}/simple/")).send().unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    let bytes = wheel("smoke", "1.0", None);
+    let filename = wheel_filename("smoke", "1.0");
+    let (content_type, body) = multipart(
+        &upload_fields("smoke", "1.0", &sha256_hex(&bytes)),
+        Some((&filename, &bytes)),
+    );
+    let uploaded = client
+        .post(format!("{url}/"))
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(uploaded.status(), StatusCode::OK);
+    let served = client
+        .get(format!("{url}/packages/{filename}"))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(sha256_hex(&served), sha256_hex(&bytes));
+    let page = client
+        .get(format!("{url}/simple/smoke/"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        page.contains(&format!("{filename}#sha256={}", sha256_hex(&bytes))),
+        "{page}"
+    );
+}
+
+fn docker_output(args: &[&str]) -> String {
+    let output = Command::new("docker").args(args).output().expect("docker");
+    assert!(
+        output.status.success(),
+        "docker {args:?}\n{}",
+        text(&output)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn deploy_destroy(s: &mut Scenario) {
