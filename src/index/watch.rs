@@ -23,9 +23,12 @@ impl WatchBackend {
     pub fn new(roots: Vec<PathBuf>) -> Self {
         let dirty = Arc::new(AtomicBool::new(true));
         let flag = dirty.clone();
-        let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-            // Any event, an error included, may mean a missed change: rescan.
-            flag.store(true, Ordering::SeqCst);
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Reads (our own scans open the directories) change nothing; any other event, an
+            // error included, may mean a missed change: rescan.
+            if !matches!(&event, Ok(event) if event.kind.is_access()) {
+                flag.store(true, Ordering::SeqCst);
+            }
         })
         .and_then(|mut watcher| {
             for root in &roots {

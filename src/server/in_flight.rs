@@ -89,6 +89,9 @@ impl Fairing for InFlight {
     async fn on_response<'r>(&self, _: &'r Request<'_>, res: &mut Response<'r>) {
         let body = res.body_mut().take();
         let size = body.preset_size();
+        // Setting a body resets its chunk size to Rocket's 4 KiB: keep the handler's (file
+        // downloads ask for more; at 4 KiB a 100 MB download runs at about 110 MB/s).
+        let chunk = body.max_chunk_size();
         let tracked = Tracked {
             body,
             _ticket: self.ticket(),
@@ -97,5 +100,6 @@ impl Fairing for InFlight {
             Some(size) => res.set_sized_body(size, tracked),
             None => res.set_streamed_body(tracked),
         };
+        res.set_max_chunk_size(chunk);
     }
 }

@@ -36,6 +36,7 @@ pub struct App {
     pub index: Arc<Index>,
     pub auth: Arc<Authenticator>,
     pub settings: Settings,
+    pub(crate) root_pages: pages::RootPages,
 }
 
 /// The request-time settings, from the command line.
@@ -127,6 +128,7 @@ fn build_with(
             base_url: config.base_url.clone(),
             max_upload_size: config.max_upload_size,
         },
+        root_pages: pages::RootPages::default(),
     };
     let mut rocket_config = rocket::Config {
         address: config.address,
