@@ -67,7 +67,9 @@ impl RootPages {
         {
             *cached = Some((snapshot.clone(), Vec::new()));
         }
-        let pages = &mut cached.get_or_insert_with(|| (snapshot.clone(), Vec::new())).1;
+        let pages = &mut cached
+            .get_or_insert_with(|| (snapshot.clone(), Vec::new()))
+            .1;
         if let Some((_, page)) = pages.iter().find(|(is_json, _)| *is_json == json) {
             return page.clone();
         }
