@@ -55,8 +55,11 @@ impl<'r> Responder<'r, 'static> for Page {
 /// flight (65 MB of peak RSS at 32 connections).
 #[derive(Default)]
 pub(crate) struct RootPages {
-    cached: Mutex<Option<(Arc<Snapshot>, Vec<(bool, Arc<[u8]>)>)>>,
+    cached: Mutex<Option<RenderedFor>>,
 }
+
+/// The snapshot the pages were rendered from, and each page rendered so far (JSON or not).
+type RenderedFor = (Arc<Snapshot>, Vec<(bool, Arc<[u8]>)>);
 
 impl RootPages {
     fn get(&self, snapshot: &Arc<Snapshot>, json: bool) -> Arc<[u8]> {
