@@ -396,7 +396,8 @@ fn the_task_runs_the_server_as_sized() {
         .position(|a| *a == "--workers")
         .expect("--workers");
     assert_eq!(command[workers + 1], sizing.workers.to_string());
-    assert_eq!(command[0], "run");
+    // The image's entrypoint is `/wheelhouse run`: the command holds only its arguments.
+    assert_eq!(command[0], "--disable-fallback");
     assert_eq!(command.last(), Some(&"/data/packages"));
     assert_eq!(container["Cpu"], sizing.container_cpu);
     assert_eq!(container["Memory"], sizing.container_memory);
