@@ -7,8 +7,8 @@
 mod common;
 mod localstack;
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use common::text;
 use localstack::LocalStack;
@@ -20,19 +20,13 @@ struct Deploy<'a> {
 
 impl Deploy<'_> {
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wheelhouse-deploy"));
-        cmd.args(["--stack", "wheelhouse-e2e", "--region", "us-east-1"])
-            .args(["--endpoint-url", &self.localstack.endpoint])
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("WHEELHOUSE_STACK")
-            .stdin(Stdio::null());
-        cmd
+        localstack::deploy_command(
+            Path::new(env!("CARGO_BIN_EXE_wheelhouse-deploy")),
+            "wheelhouse-e2e",
+            &self.localstack.endpoint,
+            &self.config,
+            args,
+        )
     }
 
     fn run(&self, args: &[&str]) -> Output {

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::python::{build_project, run, run_fails, run_ok, tool, venv};
-use common::{free_port, sha256_hex, text};
+use common::{assert_metadata_only, free_port, sha256_hex, text};
 
 /// A `wheelhouse run` process; killed when dropped, pass or fail.
 struct Server {
@@ -264,16 +264,7 @@ fn uv_resolves_through_pep658_metadata_without_downloading_the_wheel() {
         text(&compiled)
     );
 
-    let log = server.log_text();
-    let wheel_path = "path=/packages/wh_demo-1.1-py3-none-any.whl";
-    assert!(
-        log.contains(&format!("{wheel_path}.metadata status=200")),
-        "{log}"
-    );
-    assert!(
-        !log.contains(&format!("{wheel_path} ")),
-        "the wheel itself was fetched:\n{log}"
-    );
+    assert_metadata_only(&server.log_text(), "wh_demo-1.1-py3-none-any.whl");
 }
 
 #[test]

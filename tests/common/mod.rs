@@ -121,6 +121,20 @@ pub fn text(output: &Output) -> String {
     )
 }
 
+/// Asserts from a server's access log that `wheel` was resolved through its PEP 658
+/// `.metadata` file and never downloaded itself.
+pub fn assert_metadata_only(log: &str, wheel: &str) {
+    let path = format!("path=/packages/{wheel}");
+    assert!(
+        log.contains(&format!("{path}.metadata status=200")),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&format!("{path} ")),
+        "the wheel itself was fetched:\n{log}"
+    );
+}
+
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -341,6 +341,30 @@ image_tag = "0.1.0"
     }
 }
 
+/// `wheelhouse-deploy` (at `binary`) pointed at a LocalStack `endpoint`, with LocalStack's test
+/// credentials and nothing of the caller's AWS settings; `args` follow the global options.
+pub fn deploy_command(
+    binary: &Path,
+    stack: &str,
+    endpoint: &str,
+    config: &Path,
+    args: &[&str],
+) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.args(["--stack", stack, "--region", "us-east-1"])
+        .args(["--endpoint-url", endpoint])
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("WHEELHOUSE_STACK")
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// True once the health endpoint answers 200. The blocking client runs on a thread of its own:
 /// reqwest's blocking client panics when used on a thread that drives a tokio runtime, which
 /// `#[tokio::test]` functions do.

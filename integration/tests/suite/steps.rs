@@ -15,7 +15,9 @@ use reqwest::StatusCode;
 use crate::cluster::{start_cluster, Aws, Cluster, Mode};
 use crate::common::python::{build_project, run_ok, tool, venv, Dists};
 use crate::common::replica::workspace_binary;
-use crate::common::{multipart, sha256_hex, text, upload_fields, wheel, wheel_filename};
+use crate::common::{
+    assert_metadata_only, multipart, sha256_hex, text, upload_fields, wheel, wheel_filename,
+};
 use crate::localstack;
 
 type Step = fn(&mut Scenario);
@@ -127,20 +129,15 @@ impl Scenario {
     }
 
     fn deploy(&self, args: &[&str]) -> Output {
-        Command::new(workspace_binary("wheelhouse-deploy"))
-            .args(["--stack", &self.stack(), "--region", "us-east-1"])
-            .args(["--endpoint-url", &self.aws().endpoint()])
-            .arg("--config")
-            .arg(self.settings.as_ref().expect("settings written in step 1"))
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("WHEELHOUSE_STACK")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run wheelhouse-deploy")
+        localstack::deploy_command(
+            &workspace_binary("wheelhouse-deploy"),
+            &self.stack(),
+            &self.aws().endpoint(),
+            self.settings.as_ref().expect("settings written in step 1"),
+            args,
+        )
+        .output()
+        .expect("run wheelhouse-deploy")
     }
 
     fn deploy_ok(&self, args: &[&str]) -> String {
@@ -348,16 +345,7 @@ fn upload_then_install(s: &mut Scenario) {
         "{}",
         text(&compiled)
     );
-    let log = s.cluster().log(2);
-    let wheel_path = "path=/packages/wh_demo-2.0-py3-none-any.whl";
-    assert!(
-        log.contains(&format!("{wheel_path}.metadata status=200")),
-        "{log}"
-    );
-    assert!(
-        !log.contains(&format!("{wheel_path} ")),
-        "wheel fetched:\n{log}"
-    );
+    assert_metadata_only(&s.cluster().log(2), "wh_demo-2.0-py3-none-any.whl");
 
     // Right after the upload through A: pip and uv from B, then from C without caches.
     let installs = [
