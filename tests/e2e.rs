@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::python::{build_project, run, run_fails, run_ok, tool, venv};
+use common::python::{build_project, run, run_fails, run_ok, tool, uv, venv};
 use common::{assert_metadata_only, free_port, sha256_hex, text};
 
 /// A `wheelhouse run` process; killed when dropped, pass or fail.
@@ -141,14 +141,6 @@ fn sha256_file(path: &Path) -> String {
 }
 
 /// uv's cache would hide whether the index was asked: give each run its own.
-fn uv(work: &Path) -> Command {
-    let mut cmd = tool("uv");
-    cmd.env("UV_CACHE_DIR", work.join("uv-cache"))
-        .env("UV_NO_PROGRESS", "1")
-        .env_remove("UV_PYTHON");
-    cmd
-}
-
 #[test]
 fn open_index_round_trip_with_twine_pip_and_uv() {
     let work = tempfile::tempdir().unwrap();

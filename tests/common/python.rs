@@ -111,3 +111,12 @@ pub fn build_project(dir: &Path, version: &str, requires_python: Option<&str>) -
         sdist: out.join(format!("wh_demo-{version}.tar.gz")),
     }
 }
+
+/// uv with its cache under `work`, no progress bars and no interpreter from the environment.
+pub fn uv(work: &Path) -> Command {
+    let mut cmd = tool("uv");
+    cmd.env("UV_CACHE_DIR", work.join("uv-cache"))
+        .env("UV_NO_PROGRESS", "1")
+        .env_remove("UV_PYTHON");
+    cmd
+}

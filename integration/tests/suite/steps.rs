@@ -13,7 +13,7 @@ use reqwest::blocking::Client;
 use reqwest::StatusCode;
 
 use crate::cluster::{start_cluster, Aws, Cluster, Mode};
-use crate::common::python::{build_project, run_ok, tool, venv, Dists};
+use crate::common::python::{build_project, run_ok, tool, uv, venv, Dists};
 use crate::common::replica::workspace_binary;
 use crate::common::{
     assert_metadata_only, multipart, sha256_hex, text, upload_fields, wheel, wheel_filename,
@@ -378,14 +378,6 @@ fn upload_then_install(s: &mut Scenario) {
         };
         assert_eq!(file["requires-python"], expected, "{file}");
     }
-}
-
-fn uv(work: &Path) -> Command {
-    let mut cmd = tool("uv");
-    cmd.env("UV_CACHE_DIR", work.join("uv-cache"))
-        .env("UV_NO_PROGRESS", "1")
-        .env_remove("UV_PYTHON");
-    cmd
 }
 
 fn install(
