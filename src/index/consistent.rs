@@ -310,22 +310,21 @@ impl Backend for ConsistentBackend {
     }
 }
 
-/// Counts how many files each directory holds, for logs and tests.
-#[cfg(test)]
-fn file_counts(backend: &ConsistentBackend) -> std::collections::HashMap<PathBuf, usize> {
-    backend
-        .current()
-        .dirs
-        .iter()
-        .map(|(path, listing)| (path.clone(), listing.files.len()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// How many files each directory holds.
+    fn file_counts(backend: &ConsistentBackend) -> HashMap<PathBuf, usize> {
+        backend
+            .current()
+            .dirs
+            .iter()
+            .map(|(path, listing)| (path.clone(), listing.files.len()))
+            .collect()
+    }
 
     const WHEEL: &str = "demo-1.0-py3-none-any.whl";
     const WHEEL2: &str = "demo-2.0-py3-none-any.whl";

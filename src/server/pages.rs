@@ -55,37 +55,42 @@ impl<'r> Responder<'r, 'static> for Page {
 /// flight (65 MB of peak RSS at 32 connections).
 #[derive(Default)]
 pub(crate) struct RootPages {
-    cached: Mutex<Option<RenderedFor>>,
+    cached: Mutex<Option<RootPagesOf>>,
 }
 
-/// The snapshot the pages were rendered from, and each page rendered so far (JSON or not).
-type RenderedFor = (Arc<Snapshot>, Vec<(bool, Arc<[u8]>)>);
+/// The root index of one snapshot, in each format asked for so far.
+struct RootPagesOf {
+    snapshot: Arc<Snapshot>,
+    html: Option<Arc<[u8]>>,
+    json: Option<Arc<[u8]>>,
+}
 
 impl RootPages {
     fn get(&self, snapshot: &Arc<Snapshot>, json: bool) -> Arc<[u8]> {
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if !cached
-            .as_ref()
-            .is_some_and(|(for_snapshot, _)| Arc::ptr_eq(for_snapshot, snapshot))
-        {
-            *cached = Some((snapshot.clone(), Vec::new()));
-        }
-        let pages = &mut cached
-            .get_or_insert_with(|| (snapshot.clone(), Vec::new()))
-            .1;
-        if let Some((_, page)) = pages.iter().find(|(is_json, _)| *is_json == json) {
-            return page.clone();
-        }
-        let names: Vec<&ProjectName> = snapshot.projects.keys().collect();
-        let page: Arc<[u8]> = if json {
-            render::project_list_json(&names)
+        let pages = match &mut *cached {
+            Some(pages) if Arc::ptr_eq(&pages.snapshot, snapshot) => pages,
+            stale => stale.insert(RootPagesOf {
+                snapshot: snapshot.clone(),
+                html: None,
+                json: None,
+            }),
+        };
+        let page = if json {
+            &mut pages.json
         } else {
-            render::project_list_html(&names)
-        }
-        .into_bytes()
-        .into();
-        pages.push((json, page.clone()));
-        page
+            &mut pages.html
+        };
+        page.get_or_insert_with(|| {
+            let names: Vec<&ProjectName> = snapshot.projects.keys().collect();
+            let body = if json {
+                render::project_list_json(&names)
+            } else {
+                render::project_list_html(&names)
+            };
+            body.into_bytes().into()
+        })
+        .clone()
     }
 }
 
