@@ -5,8 +5,10 @@
 //! index's staging file, so memory does not grow with the size of the upload.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures_util::StreamExt;
 use rocket::data::{Data, ToByteUnit};
@@ -14,9 +16,6 @@ use rocket::http::Status;
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::State;
 use tokio_util::io::ReaderStream;
-
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use super::error::{blocking, ApiError};
 use super::guards::CanUpdate;
