@@ -462,13 +462,16 @@ fn download_headers_head_and_cache_control() {
     assert!(resp.into_bytes().unwrap_or_default().is_empty());
 }
 
-#[test]
-fn ranges_206_and_416() {
+/// Checks full, ranged and unsatisfiable downloads of `bytes`, stored as `name`.
+fn check_ranges(name: &str, bytes: &[u8]) {
     let app = TestApp::open();
-    let bytes = wheel("demo-pkg", "1.0", None);
-    let name = wheel_filename("demo-pkg", "1.0");
-    app.put(&name, &bytes);
+    app.put(name, bytes);
     let uri = format!("/packages/{name}");
+    let resp = app.get(&uri);
+    assert_eq!(resp.status(), Status::Ok);
+    assert_eq!(content_length(&resp).unwrap(), bytes.len().to_string());
+    assert!(resp.into_bytes().unwrap() == bytes, "full body differs");
+
     let resp = app.get_with(&uri, &[("Range", "bytes=10-19")]);
     assert_eq!(resp.status(), Status::PartialContent);
     assert_eq!(
@@ -483,12 +486,33 @@ fn ranges_206_and_416() {
     assert_eq!(resp.status(), Status::PartialContent);
     assert_eq!(resp.into_bytes().unwrap(), &bytes[bytes.len() - 22..]);
 
+    let resp = app.get_with(&uri, &[("Range", "bytes=5-")]);
+    assert_eq!(resp.status(), Status::PartialContent);
+    assert!(
+        resp.into_bytes().unwrap() == bytes[5..],
+        "open range differs"
+    );
+
     let resp = app.get_with(&uri, &[("Range", &format!("bytes={}-", bytes.len()))]);
     assert_eq!(resp.status(), Status::RangeNotSatisfiable);
     assert_eq!(
         header(&resp, "Content-Range").unwrap(),
         format!("bytes */{}", bytes.len())
     );
+}
+
+#[test]
+fn ranges_206_and_416() {
+    let bytes = wheel("demo-pkg", "1.0", None);
+    check_ranges(&wheel_filename("demo-pkg", "1.0"), &bytes);
+}
+
+#[test]
+fn ranges_of_a_file_streamed_in_several_chunks() {
+    // Past the size read whole and past one streamed chunk, in bytes that show any
+    // misplaced offset.
+    let bytes: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    check_ranges("demo_pkg-2.0.tar.gz", &bytes);
 }
 
 #[test]

@@ -146,12 +146,40 @@ fn truncate_to_seconds(t: SystemTime) -> SystemTime {
 
 /// A package file, ready to be answered with.
 pub(crate) struct FileResponse {
-    /// Opened by the handler (off the runtime), positioned here.
-    pub(crate) file: std::fs::File,
+    pub(crate) body: FileBody,
     pub(crate) filename: String,
     pub(crate) identity: FileIdentity,
     pub(crate) conditions: Conditions,
     pub(crate) cache_control: Option<u64>,
+}
+
+/// Files up to this size are read whole where they are opened; bigger ones are streamed.
+/// Streaming costs at least two more trips to tokio's blocking pool per request (a read and
+/// the read that finds the end), which for a small wheel is most of the work.
+pub(crate) const READ_WHOLE_UP_TO: u64 = 64 * 1024;
+
+/// A file's bytes: already read, or an open file (opened off the runtime) to stream from.
+pub(crate) enum FileBody {
+    Read(Vec<u8>),
+    Open(std::fs::File),
+}
+
+impl FileBody {
+    /// Opens `path` and reads it whole if it is small. Blocking. The identity is that of the
+    /// file opened (a replacement in between must not pair new bytes with an old ETag) and
+    /// its size that of the bytes read, should the file change while being read.
+    pub(crate) fn open(path: &std::path::Path) -> std::io::Result<(Self, FileIdentity)> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path)?;
+        let mut identity = FileIdentity::of(&file.metadata()?);
+        if identity.size > READ_WHOLE_UP_TO {
+            return Ok((FileBody::Open(file), identity));
+        }
+        let mut bytes = Vec::with_capacity(identity.size as usize);
+        file.read_to_end(&mut bytes)?;
+        identity.size = bytes.len() as u64;
+        Ok((FileBody::Read(bytes), identity))
+    }
 }
 
 /// Bytes read from a file per chunk sent. Each read is a trip to tokio's blocking pool, so
@@ -188,34 +216,45 @@ impl<'r> Responder<'r, 'static> for FileResponse {
         } else {
             RangeRequest::Full
         };
-        match range {
-            RangeRequest::Full => response
+        match (range, self.body) {
+            (RangeRequest::Full, FileBody::Read(bytes)) => response
                 .status(Status::Ok)
-                .sized_body(usize::try_from(len).ok(), File::from_std(self.file))
+                .sized_body(bytes.len(), std::io::Cursor::new(bytes))
+                .ok(),
+            (RangeRequest::Full, FileBody::Open(file)) => response
+                .status(Status::Ok)
+                .sized_body(usize::try_from(len).ok(), File::from_std(file))
                 .max_chunk_size(FILE_CHUNK)
                 .ok(),
-            RangeRequest::Partial { start, end } => {
+            (RangeRequest::Partial { start, end }, body) => {
                 let window = end - start + 1;
-                let mut file = self.file;
-                // lseek only moves an offset: no I/O, so doing it here does not block.
-                if let Err(err) = file.seek(SeekFrom::Start(start)) {
-                    tracing::error!("seeking in {}: {err}", self.filename);
-                    return Err(Status::InternalServerError);
-                }
-                response
-                    .status(Status::PartialContent)
-                    .header(Header::new(
-                        "Content-Range",
-                        format!("bytes {start}-{end}/{len}"),
-                    ))
-                    .sized_body(
-                        usize::try_from(window).ok(),
-                        FileWindow(File::from_std(file).take(window)),
-                    )
-                    .max_chunk_size(FILE_CHUNK)
-                    .ok()
+                response.status(Status::PartialContent).header(Header::new(
+                    "Content-Range",
+                    format!("bytes {start}-{end}/{len}"),
+                ));
+                match body {
+                    // Both ends are within the file: parse_range saw its length.
+                    FileBody::Read(bytes) => {
+                        let part = bytes[start as usize..=end as usize].to_vec();
+                        response.sized_body(part.len(), std::io::Cursor::new(part))
+                    }
+                    FileBody::Open(mut file) => {
+                        // lseek only moves an offset: no I/O, so doing it here does not block.
+                        if let Err(err) = file.seek(SeekFrom::Start(start)) {
+                            tracing::error!("seeking in {}: {err}", self.filename);
+                            return Err(Status::InternalServerError);
+                        }
+                        response
+                            .sized_body(
+                                usize::try_from(window).ok(),
+                                FileWindow(File::from_std(file).take(window)),
+                            )
+                            .max_chunk_size(FILE_CHUNK)
+                    }
+                };
+                response.ok()
             }
-            RangeRequest::Unsatisfiable => response
+            (RangeRequest::Unsatisfiable, _) => response
                 .status(Status::RangeNotSatisfiable)
                 .raw_header("Content-Range", format!("bytes */{len}"))
                 .ok(),

@@ -6,6 +6,7 @@ mod error;
 mod files;
 mod guards;
 mod in_flight;
+mod page_cache;
 mod pages;
 mod render;
 mod rpc;
@@ -28,6 +29,10 @@ use crate::index::{BackendKind, Index};
 /// How long the last responses get to leave their connections after the last request is done.
 const FLUSH_LINGER: Duration = Duration::from_secs(1);
 
+/// Bytes of rendered project pages kept: a few thousand projects' pages, a small part of the
+/// memory the server may use with 100k files.
+const PROJECT_PAGES_BUDGET: usize = 8 << 20;
+
 /// Temp files of uploads untouched for this long belong to a process that died.
 const STALE_UPLOAD_AGE: Duration = Duration::from_secs(3600);
 
@@ -36,7 +41,8 @@ pub struct App {
     pub index: Arc<Index>,
     pub auth: Arc<Authenticator>,
     pub settings: Settings,
-    pub(crate) root_pages: pages::RootPages,
+    pub(crate) root_pages: page_cache::RootPages,
+    pub(crate) project_pages: page_cache::ProjectPages,
 }
 
 /// The request-time settings, from the command line.
@@ -128,7 +134,8 @@ fn build_with(
             base_url: config.base_url.clone(),
             max_upload_size: config.max_upload_size,
         },
-        root_pages: pages::RootPages::default(),
+        root_pages: page_cache::RootPages::default(),
+        project_pages: page_cache::ProjectPages::new(PROJECT_PAGES_BUDGET),
     };
     let mut rocket_config = rocket::Config {
         address: config.address,

@@ -2,7 +2,7 @@
 //! and `.metadata` downloads, pypiserver's `/<project>/json` and its redirects. Handlers only
 //! parse, ask the index and render.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rocket::http::uri::{fmt::Path, Segments};
 use rocket::http::Status;
@@ -11,11 +11,12 @@ use rocket::response::{self, Redirect, Responder, Response};
 use rocket::{Request, State};
 
 use super::error::{blocking, ApiError};
-use super::files::{Conditions, FileResponse};
+use super::files::{Conditions, FileBody, FileResponse};
 use super::guards::{CanDownload, CanList, PageFormat, TrailingSlash};
+use super::page_cache::PageBytes;
 use super::render::{self, encode_path, FileEntry};
 use super::App;
-use crate::index::{metadata, DistFile, FileDetails, FileIdentity, Index, Snapshot};
+use crate::index::{metadata, DistFile, FileDetails, Index, Snapshot};
 use crate::names::{is_normalized, DistKind, ProjectName};
 
 /// A simple page in the negotiated format.
@@ -24,10 +25,10 @@ pub(crate) struct Page {
     content_type: &'static str,
 }
 
-/// A page rendered for this request, or one rendered once and shared (the root index).
+/// A page rendered for this request, or one rendered once and shared.
 pub(crate) enum PageBody {
     Owned(String),
-    Shared(Arc<[u8]>),
+    Shared(PageBytes),
 }
 
 impl From<String> for PageBody {
@@ -50,50 +51,6 @@ impl<'r> Responder<'r, 'static> for Page {
     }
 }
 
-/// The root index, rendered once per snapshot and format. With 100k files it is a page of 10k
-/// links: rebuilding it per request cost a clone of every name and a fresh page per request in
-/// flight (65 MB of peak RSS at 32 connections).
-#[derive(Default)]
-pub(crate) struct RootPages {
-    cached: Mutex<Option<RootPagesOf>>,
-}
-
-/// The root index of one snapshot, in each format asked for so far.
-struct RootPagesOf {
-    snapshot: Arc<Snapshot>,
-    html: Option<Arc<[u8]>>,
-    json: Option<Arc<[u8]>>,
-}
-
-impl RootPages {
-    fn get(&self, snapshot: &Arc<Snapshot>, json: bool) -> Arc<[u8]> {
-        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        let pages = match &mut *cached {
-            Some(pages) if Arc::ptr_eq(&pages.snapshot, snapshot) => pages,
-            stale => stale.insert(RootPagesOf {
-                snapshot: snapshot.clone(),
-                html: None,
-                json: None,
-            }),
-        };
-        let page = if json {
-            &mut pages.json
-        } else {
-            &mut pages.html
-        };
-        page.get_or_insert_with(|| {
-            let names: Vec<&ProjectName> = snapshot.projects.keys().collect();
-            let body = if json {
-                render::project_list_json(&names)
-            } else {
-                render::project_list_html(&names)
-            };
-            body.into_bytes().into()
-        })
-        .clone()
-    }
-}
-
 #[derive(Responder)]
 pub(crate) enum Reply {
     Page(Page),
@@ -107,23 +64,41 @@ fn project_name(raw: &str) -> Result<ProjectName, ApiError> {
     ProjectName::new(raw).map_err(|err| ApiError::bad_request(err.to_string()))
 }
 
-/// Reads the snapshot and every listed file's details, off the runtime. Each file is checked
-/// against the disk, so a file rewritten in place is listed with its new digest.
-async fn with_details(
+/// The files `pick` chooses from the current snapshot, each as the disk holds it now (off
+/// the runtime), so a file rewritten in place is listed as its new version.
+async fn listed_files(
     index: &Arc<Index>,
     pick: impl FnOnce(&Snapshot) -> Vec<Arc<DistFile>> + Send + 'static,
-) -> Result<Vec<(Arc<DistFile>, Arc<FileDetails>)>, ApiError> {
+) -> Result<Vec<Arc<DistFile>>, ApiError> {
     let index = index.clone();
     blocking(move || -> std::io::Result<_> {
         let snapshot = index.snapshot()?;
         let mut listed = Vec::new();
         for file in pick(&snapshot) {
-            if let Some(file) = index.as_on_disk(&file)? {
-                let details = index.details(&file)?;
-                listed.push((file, details));
-            }
+            listed.extend(index.as_on_disk(&file)?);
         }
         Ok(listed)
+    })
+    .await
+}
+
+/// What the pages say about each file (off the runtime: a version never seen is read). A
+/// file gone since it was listed is left out.
+async fn with_details(
+    index: &Arc<Index>,
+    files: Vec<Arc<DistFile>>,
+) -> Result<Vec<(Arc<DistFile>, Arc<FileDetails>)>, ApiError> {
+    let index = index.clone();
+    blocking(move || -> std::io::Result<_> {
+        let mut described = Vec::with_capacity(files.len());
+        for file in files {
+            match index.details(&file) {
+                Ok(details) => described.push((file, details)),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(described)
     })
     .await
 }
@@ -205,20 +180,37 @@ pub(crate) async fn simple_project(
         return Ok(Reply::Redirect(Redirect::moved(target)));
     }
     let wanted = name.clone();
-    let files = with_details(&app.index, move |snapshot| {
+    let listed = listed_files(&app.index, move |snapshot| {
         snapshot.project(&wanted).unwrap_or_default().to_vec()
     })
     .await?;
-    if files.is_empty() {
+    if listed.is_empty() {
         return app.not_here(&name);
     }
-    let entries = entries(&files, |file| app.file_url("../../", &file.relative_path));
-    let body = match format {
-        PageFormat::JsonV1 => render::project_json(&name, &entries),
-        PageFormat::LegacyHtml | PageFormat::HtmlV1 => render::project_html(&name, &entries),
+    let json = format == PageFormat::JsonV1;
+    let body = match app.project_pages.get(&name, json, &listed) {
+        Some(body) => body,
+        None => {
+            let files = with_details(&app.index, listed).await?;
+            if files.is_empty() {
+                return app.not_here(&name);
+            }
+            let entries = entries(&files, |file| app.file_url("../../", &file.relative_path));
+            let body: PageBytes = if json {
+                render::project_json(&name, &entries)
+            } else {
+                render::project_html(&name, &entries)
+            }
+            .into_bytes()
+            .into();
+            let rendered_from = files.iter().map(|(file, _)| file.clone()).collect();
+            app.project_pages
+                .insert(&name, json, rendered_from, body.clone());
+            body
+        }
     };
     Ok(Reply::Page(Page {
-        body: body.into(),
+        body: PageBody::Shared(body),
         content_type: format.content_type(),
     }))
 }
@@ -232,7 +224,8 @@ pub(crate) async fn all_files(
     if !slash.0 {
         return Ok(Reply::Redirect(Redirect::moved(app.location("/packages/"))));
     }
-    let files = with_details(&app.index, |snapshot| snapshot.files().cloned().collect()).await?;
+    let listed = listed_files(&app.index, |snapshot| snapshot.files().cloned().collect()).await?;
+    let files = with_details(&app.index, listed).await?;
     let entries = entries(&files, |file| app.file_url("", &file.relative_path));
     Ok(Reply::Page(Page {
         body: render::all_files_html(&entries).into(),
@@ -273,16 +266,17 @@ pub(crate) async fn download(
         let Some(found) = index.find(&lookup)? else {
             return Ok(None);
         };
-        let file = std::fs::File::open(&found.path)?;
-        // Describe the file that was opened, not the one that was looked up: a replacement
-        // in between must not pair new bytes with an old ETag.
-        let identity = FileIdentity::of(&file.metadata()?);
-        Ok(Some((file, found.name.filename().to_owned(), identity)))
+        match FileBody::open(&found.path) {
+            Ok((body, identity)) => Ok(Some((body, found.name.filename().to_owned(), identity))),
+            // Removed since it was found: as if it had not been.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
     })
     .await?;
-    let (file, filename, identity) = opened.ok_or_else(not_found)?;
+    let (body, filename, identity) = opened.ok_or_else(not_found)?;
     Ok(Reply::File(FileResponse {
-        file,
+        body,
         filename,
         identity,
         conditions: conditions.0,
@@ -320,10 +314,11 @@ pub(crate) async fn project_json(
 ) -> Result<Reply, ApiError> {
     let name = project_name(project)?;
     let wanted = name.clone();
-    let files = with_details(&app.index, move |snapshot| {
+    let listed = listed_files(&app.index, move |snapshot| {
         snapshot.project(&wanted).unwrap_or_default().to_vec()
     })
     .await?;
+    let files = with_details(&app.index, listed).await?;
     let Some((latest, _)) = files.last() else {
         return Err(ApiError::new(
             Status::NotFound,
