@@ -7,61 +7,125 @@
 //! nothing behind; one whose process was killed leaves a hidden file that [`sweep_stale`]
 //! removes once it is old.
 
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use tempfile::NamedTempFile;
-use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::metadata::metadata_for;
 use super::{DistFile, FileIdentity, Index};
-use crate::digest::{hash_file, HashAlgo, UploadDigests, UploadHasher};
+use crate::digest::{hash_file, HashAlgo, Md5Lane, Sha256Blake2Lane, UploadDigests};
 use crate::names::{DistFilename, NameError, ProjectName};
 
 /// Every temp file starts with this; listings never show it (it is hidden) and the sweeper
 /// only ever deletes files named so.
 pub const TEMP_PREFIX: &str = ".wheelhouse-upload-";
 
-/// An upload being received.
+/// How many chunks may wait for each lane of an upload: bounds the memory of an upload whose
+/// client is faster than the disk or the hashing.
+const LANE_DEPTH: usize = 16;
+
+/// Writes reach the disk in pieces this big, whatever the size of the chunks that arrive.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// An upload being received. Each chunk goes to two blocking tasks at once: one writes it and
+/// computes md5, the other computes sha256 and blake2b-256. On one thread the three digests
+/// held a 100 MB upload to about 200 MiB/s; in two lanes they use two cores.
 pub struct StagedUpload {
     temp: NamedTempFile,
-    file: tokio::fs::File,
-    hasher: UploadHasher,
+    writer: Lane<std::io::Result<(std::fs::File, Md5Lane)>>,
+    hasher: Lane<Sha256Blake2Lane>,
     size: u64,
 }
 
+/// A blocking task fed chunks through a bounded channel.
+struct Lane<T> {
+    chunks: mpsc::Sender<Bytes>,
+    done: JoinHandle<T>,
+}
+
+impl<T: Send + 'static> Lane<T> {
+    fn spawn(work: impl FnOnce(mpsc::Receiver<Bytes>) -> T + Send + 'static) -> Self {
+        let (chunks, received) = mpsc::channel(LANE_DEPTH);
+        Self {
+            chunks,
+            done: tokio::task::spawn_blocking(move || work(received)),
+        }
+    }
+
+    /// What the task returned once its input ends.
+    async fn end(self) -> std::io::Result<T> {
+        drop(self.chunks);
+        self.done
+            .await
+            .map_err(|err| std::io::Error::other(format!("upload task failed: {err}")))
+    }
+}
+
 impl StagedUpload {
+    /// Creates the temp file and starts the lanes; must run inside the tokio runtime.
     pub fn create(dir: &Path) -> std::io::Result<Self> {
         let temp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .suffix(".part")
             .tempfile_in(dir)?;
-        let file = tokio::fs::File::from_std(temp.as_file().try_clone()?);
+        let file = temp.as_file().try_clone()?;
+        let writer = Lane::spawn(move |mut chunks| {
+            let mut md5 = Md5Lane::default();
+            let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+            while let Some(chunk) = chunks.blocking_recv() {
+                md5.update(&chunk);
+                out.write_all(&chunk)?;
+            }
+            let file = out.into_inner().map_err(|err| err.into_error())?;
+            Ok((file, md5))
+        });
+        let hasher = Lane::spawn(|mut chunks| {
+            let mut digests = Sha256Blake2Lane::default();
+            while let Some(chunk) = chunks.blocking_recv() {
+                digests.update(&chunk);
+            }
+            digests
+        });
         Ok(Self {
             temp,
-            file,
-            hasher: UploadHasher::default(),
+            writer,
+            hasher,
             size: 0,
         })
     }
 
-    pub async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        self.hasher.update(chunk);
+    /// Hands a chunk to both lanes, waiting while either is full. After an error the upload
+    /// is failed and must be dropped.
+    pub async fn write(&mut self, chunk: Bytes) -> std::io::Result<()> {
         self.size += chunk.len() as u64;
-        self.file.write_all(chunk).await
-    }
-
-    pub fn size(&self) -> u64 {
-        self.size
+        let written = self.writer.chunks.send(chunk.clone()).await;
+        let hashed = self.hasher.chunks.send(chunk).await;
+        if written.is_ok() && hashed.is_ok() {
+            return Ok(());
+        }
+        // A lane only stops early when the write failed (the disk is full, say): report that.
+        match (&mut self.writer.done).await {
+            Ok(Err(err)) => Err(err),
+            Ok(Ok(_)) => Err(std::io::Error::other("the upload writer stopped early")),
+            Err(err) => Err(std::io::Error::other(format!("upload task failed: {err}"))),
+        }
     }
 
     /// Makes the bytes durable before anything can point at them.
-    pub async fn finish(mut self) -> std::io::Result<ReceivedUpload> {
-        self.file.flush().await?;
-        self.file.sync_all().await?;
+    pub async fn finish(self) -> std::io::Result<ReceivedUpload> {
+        let (file, md5) = self.writer.end().await??;
+        let rest = self.hasher.end().await?;
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(|err| std::io::Error::other(format!("upload task failed: {err}")))??;
         Ok(ReceivedUpload {
             temp: self.temp,
-            digests: self.hasher.finish(),
+            digests: UploadDigests::from_lanes(md5, rest),
             size: self.size,
         })
     }
@@ -265,6 +329,35 @@ mod tests {
     fn sdist_name_field_resolves_ambiguity() {
         let name = parse_claimed_filename(&claim("Foo_Bar", "foo-bar-2.0.tar.gz")).unwrap();
         assert_eq!(name.version(), "2.0");
+    }
+
+    #[tokio::test]
+    async fn staged_upload_writes_and_hashes_every_chunk_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        // Uneven chunks, more of them than a lane holds, adding up to more than one write
+        // buffer.
+        let body: Vec<u8> = (0..3 * WRITE_BUFFER + 12_345)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let mut staged = StagedUpload::create(dir.path()).unwrap();
+        for chunk in body.chunks(7_777) {
+            staged.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        let received = staged.finish().await.unwrap();
+        assert_eq!(received.size, body.len() as u64);
+        assert_eq!(std::fs::read(received.temp.path()).unwrap(), body);
+        let expected = |algo| crate::digest::hex_digest(algo, &body);
+        assert_eq!(received.digests.md5, expected(HashAlgo::Md5));
+        assert_eq!(received.digests.sha256, expected(HashAlgo::Sha256));
+        // The temp file is hidden until published, and gone if never published.
+        let temp_path = received.temp.path().to_owned();
+        assert!(temp_path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(TEMP_PREFIX));
+        drop(received);
+        assert!(!temp_path.exists());
     }
 
     #[test]

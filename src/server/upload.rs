@@ -148,7 +148,8 @@ async fn read_multipart(
     let seen = Arc::new(AtomicU64::new(0));
     let over_limit = Arc::new(AtomicBool::new(false));
     let counter = (seen.clone(), over_limit.clone());
-    let stream = ReaderStream::new(data.open((limit + 1).bytes())).map(move |chunk| {
+    let body = data.open((limit + 1).bytes());
+    let stream = ReaderStream::with_capacity(body, READ_CHUNK).map(move |chunk| {
         if let Ok(bytes) = &chunk {
             let total =
                 counter.0.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64;
@@ -180,7 +181,7 @@ async fn read_multipart(
             }
             let mut staged = StagedUpload::create(app.index.upload_dir())?;
             while let Some(chunk) = field.chunk().await.map_err(form_error)? {
-                staged.write(&chunk).await?;
+                staged.write(chunk).await?;
             }
             received.content = Some((filename, staged));
         } else if field.file_name().is_some() {
@@ -274,6 +275,10 @@ async fn remove_pkg(fields: &HashMap<String, String>, app: &App) -> Result<Strin
     }
     Ok(String::new())
 }
+
+/// The most the body is read in at once (tokio-util's default, 4 KiB, made a 100 MB upload
+/// 25,000 trips through multer and the lanes).
+const READ_CHUNK: usize = 64 * 1024;
 
 /// How much of the body multer may take in before it must hand out what it holds.
 const PACE_BYTES: usize = 1 << 20;
