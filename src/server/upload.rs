@@ -280,8 +280,9 @@ async fn remove_pkg(fields: &HashMap<String, String>, app: &App) -> Result<Strin
 /// 25,000 trips through multer and the lanes).
 const READ_CHUNK: usize = 64 * 1024;
 
-/// How much of the body multer may take in before it must hand out what it holds.
-const PACE_BYTES: usize = 1 << 20;
+/// How much of the body multer may take in before it must hand out what it holds: also the
+/// largest chunk the upload's lanes are handed, so it bounds what they hold in flight.
+const PACE_BYTES: usize = 256 * 1024;
 
 /// multer reads its input until the input is not ready. On loopback a fast client keeps it
 /// ready, so multer would buffer an upload without bound while the disk lags (a 300 MB upload
