@@ -6,7 +6,7 @@ wrk, counts syscalls per request with strace, and writes docs/benchmarks.md and
 docs/benchmarks.png. Installs what it needs: wrk, nginx-light and strace from Debian's
 packages (when missing), pypiserver and friends in a venv under target/bench.
 
-    python3 bench/run.py                 # the full run (about 15 minutes on 2 cores)
+    python3 bench/run.py                 # the full run (about 18 minutes on 2 cores)
     python3 bench/run.py --quick         # 1k and 10k files, short cells: a smoke run
 """
 
