@@ -13,11 +13,11 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::replica::Replica;
-use common::{multipart, sha256_hex, text, upload_fields, wheel, wheel_filename};
+use common::{
+    json_body, multipart, sha256_hex, text, upload_fields, wheel, wheel_filename, SIMPLE_JSON,
+};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
-
-const JSON: &str = "application/vnd.pypi.simple.v1+json";
 
 /// Three replicas on one directory, plus the directory itself.
 struct Cluster {
@@ -168,16 +168,13 @@ impl Shown {
         files: &BTreeMap<String, Vec<u8>>,
     ) -> Self {
         let url = replica.url();
-        let root: serde_json::Value = serde_json::from_slice(
-            &client
+        let root = json_body(
+            client
                 .get(format!("{url}/simple/"))
-                .header("Accept", JSON)
+                .header("Accept", SIMPLE_JSON)
                 .send()
-                .unwrap()
-                .bytes()
                 .unwrap(),
-        )
-        .unwrap();
+        );
         let projects = root["projects"]
             .as_array()
             .unwrap()
@@ -188,13 +185,15 @@ impl Shown {
         let mut html_pages = BTreeMap::new();
         for project in known_projects {
             let page = format!("{url}/simple/{project}/");
-            let json = client.get(&page).header("Accept", JSON).send().unwrap();
+            let json = client
+                .get(&page)
+                .header("Accept", SIMPLE_JSON)
+                .send()
+                .unwrap();
             let listed = if json.status() == StatusCode::NOT_FOUND {
                 BTreeMap::new()
             } else {
-                let body: serde_json::Value =
-                    serde_json::from_slice(&json.bytes().unwrap()).unwrap();
-                body["files"]
+                json_body(json)["files"]
                     .as_array()
                     .unwrap()
                     .iter()

@@ -49,6 +49,11 @@ struct Lane<T> {
     done: JoinHandle<T>,
 }
 
+/// A lane or the fsync that panicked or was cancelled, as the upload's I/O error.
+fn task_failed(err: tokio::task::JoinError) -> std::io::Error {
+    std::io::Error::other(format!("upload task failed: {err}"))
+}
+
 impl<T: Send + 'static> Lane<T> {
     fn spawn(work: impl FnOnce(mpsc::Receiver<Bytes>) -> T + Send + 'static) -> Self {
         let (chunks, received) = mpsc::channel(LANE_DEPTH);
@@ -61,9 +66,7 @@ impl<T: Send + 'static> Lane<T> {
     /// What the task returned once its input ends.
     async fn end(self) -> std::io::Result<T> {
         drop(self.chunks);
-        self.done
-            .await
-            .map_err(|err| std::io::Error::other(format!("upload task failed: {err}")))
+        self.done.await.map_err(task_failed)
     }
 }
 
@@ -106,15 +109,22 @@ impl StagedUpload {
         self.size += chunk.len() as u64;
         let written = self.writer.chunks.send(chunk.clone()).await;
         let hashed = self.hasher.chunks.send(chunk).await;
-        if written.is_ok() && hashed.is_ok() {
-            return Ok(());
+        // A lane that refuses a chunk has ended: the writer because a write failed (the disk
+        // is full, say), either because it panicked. Only an ended task is awaited here.
+        if written.is_err() {
+            return Err(match (&mut self.writer.done).await {
+                Ok(Err(err)) => err,
+                Ok(Ok(_)) => std::io::Error::other("the upload writer stopped early"),
+                Err(err) => task_failed(err),
+            });
         }
-        // A lane only stops early when the write failed (the disk is full, say): report that.
-        match (&mut self.writer.done).await {
-            Ok(Err(err)) => Err(err),
-            Ok(Ok(_)) => Err(std::io::Error::other("the upload writer stopped early")),
-            Err(err) => Err(std::io::Error::other(format!("upload task failed: {err}"))),
+        if hashed.is_err() {
+            return Err(match (&mut self.hasher.done).await {
+                Ok(_) => std::io::Error::other("the upload hasher stopped early"),
+                Err(err) => task_failed(err),
+            });
         }
+        Ok(())
     }
 
     /// Makes the bytes durable before anything can point at them.
@@ -123,7 +133,7 @@ impl StagedUpload {
         let rest = self.hasher.end().await?;
         tokio::task::spawn_blocking(move || file.sync_all())
             .await
-            .map_err(|err| std::io::Error::other(format!("upload task failed: {err}")))??;
+            .map_err(task_failed)??;
         Ok(ReceivedUpload {
             temp: self.temp,
             digests: UploadDigests::from_lanes(md5, rest),

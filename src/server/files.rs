@@ -156,7 +156,7 @@ pub(crate) struct FileResponse {
 /// Files up to this size are read whole where they are opened; bigger ones are streamed.
 /// Streaming costs at least two more trips to tokio's blocking pool per request (a read and
 /// the read that finds the end), which for a small wheel is most of the work.
-pub(crate) const READ_WHOLE_UP_TO: u64 = 64 * 1024;
+const READ_WHOLE_UP_TO: u64 = 64 * 1024;
 
 /// A file's bytes: already read, or an open file (opened off the runtime) to stream from.
 pub(crate) enum FileBody {

@@ -10,6 +10,14 @@ use std::process::Output;
 
 use sha2::{Digest, Sha256};
 
+/// PEP 691's JSON media type, for `Accept`.
+pub const SIMPLE_JSON: &str = "application/vnd.pypi.simple.v1+json";
+
+/// A response's body parsed as JSON.
+pub fn json_body(resp: reqwest::blocking::Response) -> serde_json::Value {
+    serde_json::from_slice(&resp.bytes().expect("a response body")).expect("a JSON body")
+}
+
 /// The METADATA a test wheel carries.
 pub fn metadata_text(name: &str, version: &str, requires_python: Option<&str>) -> String {
     let mut text = format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n");

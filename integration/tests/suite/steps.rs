@@ -16,7 +16,8 @@ use crate::cluster::{start_cluster, Aws, Cluster, Mode};
 use crate::common::python::{build_project, run_ok, tool, uv, venv, Dists};
 use crate::common::replica::workspace_binary;
 use crate::common::{
-    assert_metadata_only, multipart, sha256_hex, text, upload_fields, wheel, wheel_filename,
+    assert_metadata_only, json_body, multipart, sha256_hex, text, upload_fields, wheel,
+    wheel_filename, SIMPLE_JSON,
 };
 use crate::localstack;
 
@@ -43,7 +44,6 @@ pub(crate) const STEPS: &[(&str, Step)] = &[
     ("deploy_destroy", deploy_destroy),
 ];
 
-const JSON: &str = "application/vnd.pypi.simple.v1+json";
 const PROJECT: &str = "wh-demo";
 
 /// What the steps share.
@@ -231,16 +231,14 @@ fn json_listing(
     let resp = client
         .get(format!("{url}/simple/{PROJECT}/"))
         .basic_auth(user, Some(password))
-        .header("Accept", JSON)
+        .header("Accept", SIMPLE_JSON)
         .send()
         .expect("GET the project page");
     if resp.status() == StatusCode::NOT_FOUND {
         return BTreeMap::new();
     }
     assert_eq!(resp.status(), StatusCode::OK);
-    let page: serde_json::Value =
-        serde_json::from_slice(&resp.bytes().expect("the page")).expect("JSON");
-    page["files"]
+    json_body(resp)["files"]
         .as_array()
         .expect("files")
         .iter()
@@ -361,15 +359,12 @@ fn upload_then_install(s: &mut Scenario) {
         assert_eq!(module, format!("VERSION = {version:?}\n"));
     }
     s.assert_all_replicas_agree();
-    let page: serde_json::Value = serde_json::from_slice(
-        &s.get(1, &format!("/simple/{PROJECT}/"))
-            .header("Accept", JSON)
+    let page = json_body(
+        s.get(1, &format!("/simple/{PROJECT}/"))
+            .header("Accept", SIMPLE_JSON)
             .send()
-            .unwrap()
-            .bytes()
             .unwrap(),
-    )
-    .unwrap();
+    );
     for file in page["files"].as_array().unwrap() {
         let expected = if file["filename"].as_str().unwrap().contains("-2.0") {
             serde_json::json!(">=3.8")
