@@ -162,6 +162,30 @@ pub struct RunArgs {
     /// Seconds that in-flight requests (uploads) get to finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub shutdown_grace: u32,
+
+    /// Uploads received at once; past it an upload gets 503 with Retry-After before its body
+    /// is read. Each upload holds up to about 2 MiB of buffers.
+    #[arg(long, default_value_t = 64, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrent_uploads: u32,
+
+    /// Seconds a connection may stay open without a request in progress: an idle keep-alive
+    /// connection, or one whose request head has not fully arrived, is then closed (Linux).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub header_timeout: u32,
+
+    /// Seconds an upload's body may send nothing before the upload is refused with 408 and
+    /// its connection closed.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub body_timeout: u32,
+
+    /// Open client connections kept at most; past it the longest-idle connections without a
+    /// request in progress are closed (Linux).
+    #[arg(long, default_value_t = 4096, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
 }
 
 /// How the log is written.
@@ -189,11 +213,21 @@ pub struct ServerConfig {
     pub workers: Option<u16>,
     pub max_upload_size: u64,
     pub shutdown_grace: Duration,
+    pub limits: Limits,
     pub verbosity: u8,
     pub log_file: Option<PathBuf>,
     pub log_stream: LogStream,
     /// Options that were accepted for compatibility but have no effect, to tell the user.
     pub ignored: Vec<String>,
+}
+
+/// What one client, or all of them together, may hold of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_concurrent_uploads: u32,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: u32,
 }
 
 /// Parses sizes such as `1GiB`, `500M`, `2g` or `1048576` (K/M/G/T are binary multiples, as
@@ -367,6 +401,12 @@ impl RunArgs {
             workers: self.workers,
             max_upload_size: self.max_upload_size,
             shutdown_grace: Duration::from_secs(self.shutdown_grace.into()),
+            limits: Limits {
+                max_concurrent_uploads: self.max_concurrent_uploads,
+                header_timeout: Duration::from_secs(self.header_timeout.into()),
+                body_timeout: Duration::from_secs(self.body_timeout.into()),
+                max_connections: self.max_connections,
+            },
             verbosity: self.verbose,
             log_file: self.log_file,
             log_stream,

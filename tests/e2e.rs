@@ -3,6 +3,8 @@
 //! `tests/python-requirements.txt`.
 
 mod common;
+#[path = "e2e/hostile.rs"]
+mod hostile;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

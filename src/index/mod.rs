@@ -10,6 +10,7 @@
 
 mod cache;
 pub mod consistent;
+mod lock;
 pub mod metadata;
 mod scan;
 pub mod upload;

@@ -33,20 +33,33 @@ const LANE_DEPTH: usize = 2;
 /// Writes reach the disk in pieces this big, whatever the size of the chunks that arrive.
 const WRITE_BUFFER: usize = 256 * 1024;
 
-/// An upload being received. Each chunk goes to two blocking tasks at once: one writes it and
-/// computes md5, the other computes sha256 and blake2b-256. On one thread the three digests
-/// held a 100 MB upload to about 200 MiB/s; in two lanes they use two cores.
+/// An upload being received. Each chunk goes to two lanes at once: one writes it and computes
+/// md5, the other computes sha256 and blake2b-256. On one thread the three digests held a 100 MB
+/// upload to about 200 MiB/s; in two lanes they use two cores.
+///
+/// The temp file carries an open-file-description lock for as long as the upload lives, so
+/// that [`sweep_stale`] on any host sharing the directory can tell a slow upload from one whose
+/// process died.
 pub struct StagedUpload {
     temp: NamedTempFile,
-    writer: Lane<std::io::Result<(std::fs::File, Md5Lane)>>,
+    writer: Lane<WriterState>,
     hasher: Lane<Sha256Blake2Lane>,
     size: u64,
 }
 
-/// A blocking task fed chunks through a bounded channel.
+/// The writing lane's state, handed to each blocking step and back.
+struct WriterState {
+    out: BufWriter<std::fs::File>,
+    md5: Md5Lane,
+}
+
+/// An async task fed chunks through a bounded channel. It waits for chunks on the runtime and
+/// takes a blocking thread only to process one: a client that stalls mid-upload must hold no
+/// blocking thread (with a thread per lane waiting in `blocking_recv`, 256 stalled uploads took
+/// all of tokio's 512 and froze every route).
 struct Lane<T> {
     chunks: mpsc::Sender<Bytes>,
-    done: JoinHandle<T>,
+    done: JoinHandle<std::io::Result<T>>,
 }
 
 /// A lane or the fsync that panicked or was cancelled, as the upload's I/O error.
@@ -55,45 +68,61 @@ fn task_failed(err: tokio::task::JoinError) -> std::io::Error {
 }
 
 impl<T: Send + 'static> Lane<T> {
-    fn spawn(work: impl FnOnce(mpsc::Receiver<Bytes>) -> T + Send + 'static) -> Self {
-        let (chunks, received) = mpsc::channel(LANE_DEPTH);
-        Self {
-            chunks,
-            done: tokio::task::spawn_blocking(move || work(received)),
-        }
+    fn spawn(state: T, step: fn(&mut T, &[u8]) -> std::io::Result<()>) -> Self {
+        let (chunks, mut received) = mpsc::channel::<Bytes>(LANE_DEPTH);
+        let done = tokio::spawn(async move {
+            let mut state = state;
+            while let Some(chunk) = received.recv().await {
+                state = tokio::task::spawn_blocking(move || {
+                    step(&mut state, &chunk)?;
+                    Ok::<_, std::io::Error>(state)
+                })
+                .await
+                .map_err(task_failed)??;
+            }
+            Ok(state)
+        });
+        Self { chunks, done }
     }
 
     /// What the task returned once its input ends.
     async fn end(self) -> std::io::Result<T> {
         drop(self.chunks);
-        self.done.await.map_err(task_failed)
+        self.done.await.map_err(task_failed)?
+    }
+
+    /// Why a lane that refused a chunk stopped: only an ended task is awaited here.
+    async fn failure(&mut self, which: &str) -> std::io::Error {
+        match (&mut self.done).await {
+            Ok(Err(err)) => err,
+            Ok(Ok(_)) => std::io::Error::other(format!("the upload {which} stopped early")),
+            Err(err) => task_failed(err),
+        }
     }
 }
 
 impl StagedUpload {
-    /// Creates the temp file and starts the lanes; must run inside the tokio runtime.
+    /// Creates and locks the temp file and starts the lanes; must run inside the tokio runtime.
     pub fn create(dir: &Path) -> std::io::Result<Self> {
         let temp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .suffix(".part")
             .tempfile_in(dir)?;
+        super::lock::hold(temp.as_file())?;
         let file = temp.as_file().try_clone()?;
-        let writer = Lane::spawn(move |mut chunks| {
-            let mut md5 = Md5Lane::default();
-            let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-            while let Some(chunk) = chunks.blocking_recv() {
-                md5.update(&chunk);
-                out.write_all(&chunk)?;
-            }
-            let file = out.into_inner().map_err(|err| err.into_error())?;
-            Ok((file, md5))
-        });
-        let hasher = Lane::spawn(|mut chunks| {
-            let mut digests = Sha256Blake2Lane::default();
-            while let Some(chunk) = chunks.blocking_recv() {
-                digests.update(&chunk);
-            }
-            digests
+        let writer = Lane::spawn(
+            WriterState {
+                out: BufWriter::with_capacity(WRITE_BUFFER, file),
+                md5: Md5Lane::default(),
+            },
+            |state, chunk| {
+                state.md5.update(chunk);
+                state.out.write_all(chunk)
+            },
+        );
+        let hasher = Lane::spawn(Sha256Blake2Lane::default(), |digests, chunk| {
+            digests.update(chunk);
+            Ok(())
         });
         Ok(Self {
             temp,
@@ -110,26 +139,20 @@ impl StagedUpload {
         let written = self.writer.chunks.send(chunk.clone()).await;
         let hashed = self.hasher.chunks.send(chunk).await;
         // A lane that refuses a chunk has ended: the writer because a write failed (the disk
-        // is full, say), either because it panicked. Only an ended task is awaited here.
+        // is full, say), either because it panicked.
         if written.is_err() {
-            return Err(match (&mut self.writer.done).await {
-                Ok(Err(err)) => err,
-                Ok(Ok(_)) => std::io::Error::other("the upload writer stopped early"),
-                Err(err) => task_failed(err),
-            });
+            return Err(self.writer.failure("writer").await);
         }
         if hashed.is_err() {
-            return Err(match (&mut self.hasher.done).await {
-                Ok(_) => std::io::Error::other("the upload hasher stopped early"),
-                Err(err) => task_failed(err),
-            });
+            return Err(self.hasher.failure("hasher").await);
         }
         Ok(())
     }
 
     /// Makes the bytes durable before anything can point at them.
     pub async fn finish(self) -> std::io::Result<ReceivedUpload> {
-        let (file, md5) = self.writer.end().await??;
+        let WriterState { out, md5 } = self.writer.end().await?;
+        let file = out.into_inner().map_err(|err| err.into_error())?;
         let rest = self.hasher.end().await?;
         tokio::task::spawn_blocking(move || file.sync_all())
             .await
@@ -289,25 +312,41 @@ fn parse_claimed_filename(claim: &UploadClaim) -> Result<DistFilename, UploadErr
     }
 }
 
-/// Deletes temp files of uploads whose process died, once they have not been written to for
-/// `older_than` (a live upload writes continually, so its mtime stays fresh). Returns how
-/// many it removed.
-pub fn sweep_stale(dir: &Path, older_than: Duration) -> std::io::Result<usize> {
+/// Deletes temp files of uploads whose process died: those whose lock (see
+/// [`StagedUpload`]) nobody holds. Age decides nothing about a locked file, however slow its
+/// upload; `min_age` only spares a file created a moment ago, before its upload could lock it.
+/// Returns how many it removed.
+pub fn sweep_stale(dir: &Path, min_age: Duration) -> std::io::Result<usize> {
     let mut removed = 0;
     let now = SystemTime::now();
     for entry in std::fs::read_dir(dir)? {
         let Ok(entry) = entry else { continue };
-        let name = entry.file_name();
-        if !name.to_string_lossy().starts_with(TEMP_PREFIX) {
+        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
             continue;
         }
-        let Ok(meta) = entry.metadata() else { continue };
-        let age = meta
-            .modified()
+        let path = entry.path();
+        // Opened for writing because an exclusive lock needs it; never written.
+        let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) else {
+            continue;
+        };
+        let young = file
+            .metadata()
             .ok()
-            .and_then(|m| now.duration_since(m).ok());
-        if age.is_some_and(|age| age >= older_than) && std::fs::remove_file(entry.path()).is_ok() {
-            removed += 1;
+            .and_then(|meta| meta.modified().ok())
+            .and_then(|modified| now.duration_since(modified).ok())
+            .is_none_or(|age| age < min_age);
+        if young {
+            continue;
+        }
+        match super::lock::try_exclusive(&file) {
+            // Deleted while this process holds the lock, so no upload can have taken it since.
+            Ok(super::lock::Taken::Yes) => {
+                if std::fs::remove_file(&path).is_ok() {
+                    removed += 1;
+                }
+            }
+            Ok(super::lock::Taken::HeldElsewhere) => {}
+            Err(err) => tracing::warn!("cannot test the lock of {}: {err}", path.display()),
         }
     }
     Ok(removed)
@@ -371,19 +410,39 @@ mod tests {
         assert!(!temp_path.exists());
     }
 
-    #[test]
-    fn sweep_removes_only_old_temp_files() {
+    #[tokio::test]
+    async fn sweep_spares_a_live_upload_however_old_and_removes_a_dead_one() {
         let dir = tempfile::tempdir().unwrap();
-        let stale = dir.path().join(format!("{TEMP_PREFIX}abc.part"));
+        let mut live = StagedUpload::create(dir.path()).unwrap();
+        live.write(Bytes::from_static(b"the first bytes"))
+            .await
+            .unwrap();
+        let live_path = live.temp.path().to_owned();
+        // A temp file left by a process that died: same name shape, no lock.
+        let dead = dir.path().join(format!("{TEMP_PREFIX}dead.part"));
+        std::fs::write(&dead, b"partial").unwrap();
         let keep = dir.path().join("foo-1.0.tar.gz");
-        std::fs::write(&stale, b"partial").unwrap();
         std::fs::write(&keep, b"whole").unwrap();
+
+        // Nothing is old enough yet.
         assert_eq!(
             sweep_stale(dir.path(), Duration::from_secs(3600)).unwrap(),
             0
         );
+        // Every file counts as old: only the unlocked temp file goes.
         assert_eq!(sweep_stale(dir.path(), Duration::ZERO).unwrap(), 1);
-        assert!(!stale.exists());
+        assert!(!dead.exists());
         assert!(keep.exists());
+        assert!(live_path.exists(), "the sweep deleted a live upload");
+
+        // The live upload goes on and completes after the sweep.
+        live.write(Bytes::from_static(b" and the rest"))
+            .await
+            .unwrap();
+        let received = live.finish().await.unwrap();
+        assert_eq!(
+            std::fs::read(received.temp.path()).unwrap(),
+            b"the first bytes and the rest"
+        );
     }
 }

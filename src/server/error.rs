@@ -13,6 +13,8 @@ use crate::index::IndexError;
 pub(crate) struct ApiError {
     pub(crate) status: Status,
     pub(crate) message: String,
+    /// Seconds for `Retry-After`, when the refusal is temporary.
+    pub(crate) retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -20,6 +22,15 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 503: the server is at a limit; the client may retry after `retry_after` seconds.
+    pub(crate) fn unavailable(message: impl Into<String>, retry_after: u32) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(Status::ServiceUnavailable, message)
         }
     }
 
@@ -65,11 +76,20 @@ impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
         let mut body = self.message;
         body.push('\n');
-        Response::build()
+        let mut response = Response::build();
+        response
             .status(self.status)
             .header(ContentType::Plain)
-            .sized_body(body.len(), std::io::Cursor::new(body))
-            .ok()
+            .sized_body(body.len(), std::io::Cursor::new(body));
+        if let Some(seconds) = self.retry_after {
+            response.raw_header("Retry-After", seconds.to_string());
+        }
+        // The body of a refused upload may still be arriving: end the connection rather than
+        // read the rest of it.
+        if self.status == Status::RequestTimeout || self.status == Status::ServiceUnavailable {
+            response.raw_header("Connection", "close");
+        }
+        response.ok()
     }
 }
 

@@ -3,6 +3,7 @@
 //! then waits out the whole grace period whenever any request was in flight at the signal,
 //! which would make every rolling restart take the full grace.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use rocket::{Data, Request, Response};
 pub(crate) struct InFlight {
     count: Arc<AtomicUsize>,
     idle: Arc<Notify>,
+    /// Which connections have a request in progress, for the connection warden.
+    pub(crate) peers: Arc<super::warden::Peers>,
 }
 
 impl InFlight {
@@ -31,18 +34,27 @@ impl InFlight {
         }
     }
 
-    fn ticket(&self) -> Ticket {
-        Ticket(self.clone())
+    fn ticket(&self, peer: Option<SocketAddr>) -> Ticket {
+        Ticket {
+            in_flight: self.clone(),
+            peer,
+        }
     }
 }
 
 /// Held by a response body; its drop is the end of the request.
-struct Ticket(InFlight);
+struct Ticket {
+    in_flight: InFlight,
+    peer: Option<SocketAddr>,
+}
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
+        if let Some(peer) = self.peer {
+            self.in_flight.peers.request_done(peer);
+        }
+        if self.in_flight.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.in_flight.idle.notify_waiters();
         }
     }
 }
@@ -82,11 +94,14 @@ impl Fairing for InFlight {
         }
     }
 
-    async fn on_request(&self, _: &mut Request<'_>, _: &mut Data<'_>) {
+    async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
         self.count.fetch_add(1, Ordering::SeqCst);
+        if let Some(peer) = req.remote() {
+            self.peers.request_started(peer);
+        }
     }
 
-    async fn on_response<'r>(&self, _: &'r Request<'_>, res: &mut Response<'r>) {
+    async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
         let body = res.body_mut().take();
         let size = body.preset_size();
         // Setting a body resets its chunk size to Rocket's 4 KiB: keep the handler's (file
@@ -94,7 +109,7 @@ impl Fairing for InFlight {
         let chunk = body.max_chunk_size();
         let tracked = Tracked {
             body,
-            _ticket: self.ticket(),
+            _ticket: self.ticket(req.remote()),
         };
         match size {
             Some(size) => res.set_sized_body(size, tracked),

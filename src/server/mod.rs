@@ -5,12 +5,14 @@ mod access_log;
 mod error;
 mod files;
 mod guards;
+mod health;
 mod in_flight;
 mod page_cache;
 mod pages;
 mod render;
 mod rpc;
 mod upload;
+mod warden;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +20,8 @@ use std::time::Duration;
 use rocket::config::{Ident, LogLevel, Shutdown};
 use rocket::http::{Header, Method, Status};
 use rocket::response::{self, Responder, Response};
-use rocket::route::{Handler, Outcome, Route};
-use rocket::{Build, Data, Request, Rocket};
+use rocket::route::Route;
+use rocket::{Build, Request, Rocket};
 
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;
@@ -33,8 +35,15 @@ const FLUSH_LINGER: Duration = Duration::from_secs(1);
 /// memory the server may use with 100k files.
 const PROJECT_PAGES_BUDGET: usize = 8 << 20;
 
-/// Temp files of uploads untouched for this long belong to a process that died.
-const STALE_UPLOAD_AGE: Duration = Duration::from_secs(3600);
+/// How often this replica looks for temp files of uploads whose process died. Their locks
+/// decide, not their age (see `index::upload::sweep_stale`).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// A temp file younger than this is spared: its upload may not have locked it yet.
+const SWEEP_MIN_AGE: Duration = Duration::from_secs(60);
+
+/// What a 503 for a full upload queue tells the client to wait.
+const UPLOAD_RETRY_AFTER_SECS: u32 = 5;
 
 /// What every handler can reach.
 pub struct App {
@@ -43,6 +52,8 @@ pub struct App {
     pub settings: Settings,
     pub(crate) root_pages: page_cache::RootPages,
     pub(crate) project_pages: page_cache::ProjectPages,
+    /// One permit per upload being received (`--max-concurrent-uploads`).
+    pub(crate) upload_slots: Arc<rocket::tokio::sync::Semaphore>,
 }
 
 /// The request-time settings, from the command line.
@@ -52,16 +63,8 @@ pub struct Settings {
     pub cache_control: Option<u64>,
     pub base_url: Option<String>,
     pub max_upload_size: u64,
-}
-
-#[derive(Clone)]
-struct Health;
-
-#[rocket::async_trait]
-impl Handler for Health {
-    async fn handle<'r>(&self, req: &'r Request<'_>, _: Data<'r>) -> Outcome<'r> {
-        Outcome::from(req, "Ok")
-    }
+    pub body_timeout: Duration,
+    pub upload_retry_after: u32,
 }
 
 /// Answers 401 with the challenge that makes pip, uv and twine ask for credentials.
@@ -133,9 +136,14 @@ fn build_with(
             cache_control: config.cache_control,
             base_url: config.base_url.clone(),
             max_upload_size: config.max_upload_size,
+            body_timeout: config.limits.body_timeout,
+            upload_retry_after: UPLOAD_RETRY_AFTER_SECS,
         },
         root_pages: page_cache::RootPages::default(),
         project_pages: page_cache::ProjectPages::new(PROJECT_PAGES_BUDGET),
+        upload_slots: Arc::new(rocket::tokio::sync::Semaphore::new(
+            config.limits.max_concurrent_uploads as usize,
+        )),
     };
     let mut rocket_config = rocket::Config {
         address: config.address,
@@ -153,7 +161,7 @@ fn build_with(
     if let Some(workers) = config.workers {
         rocket_config.workers = usize::from(workers);
     }
-    let health = Route::ranked(0, Method::Get, &config.health_endpoint, Health);
+    let health = Route::ranked(0, Method::Get, &config.health_endpoint, health::Health);
     Ok(rocket::custom(rocket_config)
         .manage(app)
         .attach(in_flight)
@@ -203,25 +211,36 @@ fn build_with(
 
 /// Runs the server until SIGTERM or Ctrl-C, then gives in-flight requests the grace period.
 pub async fn launch(config: ServerConfig) -> anyhow::Result<()> {
+    warden::raise_open_files_limit();
     let upload_dir = config.index.roots[0].clone();
-    match sweep_stale(&upload_dir, STALE_UPLOAD_AGE) {
+    match sweep_stale(&upload_dir, SWEEP_MIN_AGE) {
         Ok(0) => {}
-        Ok(n) => tracing::info!("removed {n} stale upload temp file(s)"),
+        Ok(n) => tracing::info!("removed {n} temp file(s) of uploads whose process died"),
         Err(err) => tracing::warn!("sweeping {}: {err}", upload_dir.display()),
     }
     rocket::tokio::spawn(async move {
-        let mut every = rocket::tokio::time::interval(STALE_UPLOAD_AGE);
+        let mut every = rocket::tokio::time::interval(SWEEP_INTERVAL);
         every.tick().await;
         loop {
             every.tick().await;
             let dir = upload_dir.clone();
             let _ =
-                rocket::tokio::task::spawn_blocking(move || sweep_stale(&dir, STALE_UPLOAD_AGE))
-                    .await;
+                rocket::tokio::task::spawn_blocking(move || sweep_stale(&dir, SWEEP_MIN_AGE)).await;
         }
     });
     let in_flight = in_flight::InFlight::default();
-    let rocket = build_with(&config, in_flight.clone()).map_err(anyhow::Error::msg)?;
+    let limits = config.limits;
+    let peers = in_flight.peers.clone();
+    let rocket = build_with(&config, in_flight.clone())
+        .map_err(anyhow::Error::msg)?
+        // The port is known once bound (it may have been 0).
+        .attach(rocket::fairing::AdHoc::on_liftoff(
+            "connection warden",
+            move |rocket| {
+                let port = rocket.config().port;
+                Box::pin(async move { warden::spawn(port, limits, peers) })
+            },
+        ));
     let rocket = rocket.ignite().await?;
     let shutdown = rocket.shutdown();
     rocket::tokio::select! {

@@ -6,9 +6,10 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use rocket::data::{Data, ToByteUnit};
@@ -23,8 +24,32 @@ use super::App;
 use crate::index::upload::{StagedUpload, UploadClaim};
 use crate::names::ProjectName;
 
-/// Longest text field accepted (the long description is the big one).
-const MAX_FIELD_BYTES: usize = 8 * 1024 * 1024;
+/// The text fields the server reads; every other one is read through and dropped, whatever
+/// its size (the long description is the big one), so a form holds little memory.
+const KEPT_FIELDS: &[&str] = &[
+    ":action",
+    "name",
+    "version",
+    "md5_digest",
+    "sha256_digest",
+    "blake2_256_digest",
+];
+
+/// Longest value of a kept field: digests, names and versions are short.
+const MAX_KEPT_FIELD_BYTES: u64 = 4 * 1024;
+
+/// Parts a form may have: twine sends one per metadata value (each classifier is one), a few
+/// dozen in practice.
+const MAX_PARTS: usize = 1_000;
+
+/// How much of the body multer may hold without handing anything out: a preamble whose
+/// boundary never comes, or a part's header block that never ends, is refused past it instead
+/// of being buffered (and re-scanned) up to the whole upload size. Well above what one pace
+/// ([`PACE_BYTES`]) and one read add between two hand-outs of a part's data.
+const MAX_UNPARSED_BYTES: usize = 1024 * 1024;
+
+/// Largest urlencoded form (`remove_pkg` and friends).
+const MAX_URLENCODED_BYTES: usize = 64 * 1024;
 
 /// The headers that decide how a POST body is read.
 pub(crate) struct BodyInfo {
@@ -101,17 +126,30 @@ async fn handle(body: BodyInfo, data: Data<'_>, app: &App) -> Result<String, Api
         .to_ascii_lowercase()
         .starts_with("multipart/form-data")
     {
-        read_multipart(&content_type, data, app).await?
+        // Held until the upload is published or refused.
+        let Ok(_slot) = app.upload_slots.clone().try_acquire_owned() else {
+            return Err(ApiError::unavailable(
+                "the server is receiving as many uploads as it may at once \
+                 (--max-concurrent-uploads): retry shortly",
+                app.settings.upload_retry_after,
+            ));
+        };
+        let received = read_multipart(&content_type, data, app).await?;
+        return dispatch(received, app).await;
     } else if content_type
         .to_ascii_lowercase()
         .starts_with("application/x-www-form-urlencoded")
     {
-        read_urlencoded(data).await?
+        read_urlencoded(data, app.settings.body_timeout).await?
     } else {
         return Err(ApiError::bad_request(format!(
             "expected a multipart/form-data or urlencoded form, got Content-Type {content_type:?}"
         )));
     };
+    dispatch(received, app).await
+}
+
+async fn dispatch(received: Received, app: &App) -> Result<String, ApiError> {
     let action = received
         .fields
         .get(":action")
@@ -132,38 +170,87 @@ async fn handle(body: BodyInfo, data: Data<'_>, app: &App) -> Result<String, Api
     }
 }
 
+/// Why the body stream stopped, when the stream itself decided it.
+#[derive(Default)]
+struct BodyWatch {
+    bytes: AtomicU64,
+    over_limit: AtomicBool,
+    timed_out: AtomicBool,
+    /// Bytes handed to multer since it last handed out a part or a piece of one.
+    unparsed: AtomicUsize,
+    unparsed_over_limit: AtomicBool,
+}
+
 async fn read_multipart(
     content_type: &str,
     data: Data<'_>,
     app: &App,
 ) -> Result<Received, ApiError> {
     let limit = app.settings.max_upload_size;
+    let idle_timeout = app.settings.body_timeout;
     let boundary = multer::parse_boundary(content_type).map_err(|err| {
         ApiError::bad_request(format!(
             "bad multipart Content-Type {content_type:?}: {err}"
         ))
     })?;
+    let watch = Arc::new(BodyWatch::default());
+    let watcher = watch.clone();
     // Read one byte past the limit: seeing it is how an over-long body without a
     // Content-Length is told apart from one that is exactly at the limit.
-    let seen = Arc::new(AtomicU64::new(0));
-    let over_limit = Arc::new(AtomicBool::new(false));
-    let counter = (seen.clone(), over_limit.clone());
     let body = data.open((limit + 1).bytes());
-    let stream = ReaderStream::with_capacity(body, READ_CHUNK).map(move |chunk| {
-        if let Ok(bytes) = &chunk {
-            let total =
-                counter.0.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64;
-            if total > limit {
-                counter.1.store(true, Ordering::Relaxed);
-                return Err(std::io::Error::other("upload over the size limit"));
+    let stream = IdleTimeout::new(ReaderStream::with_capacity(body, READ_CHUNK), idle_timeout).map(
+        move |chunk| {
+            match &chunk {
+                Ok(bytes) => {
+                    let total = watcher
+                        .bytes
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed)
+                        + bytes.len() as u64;
+                    if total > limit {
+                        watcher.over_limit.store(true, Ordering::Relaxed);
+                        return Err(std::io::Error::other("upload over the size limit"));
+                    }
+                    let unparsed =
+                        watcher.unparsed.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+                    if unparsed > MAX_UNPARSED_BYTES {
+                        watcher.unparsed_over_limit.store(true, Ordering::Relaxed);
+                        return Err(std::io::Error::other("multipart framing never completed"));
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::TimedOut => {
+                    watcher.timed_out.store(true, Ordering::Relaxed);
+                }
+                Err(_) => {}
             }
-        }
-        chunk
-    });
-    let mut multipart = multer::Multipart::new(Paced::new(stream), boundary);
+            chunk
+        },
+    );
+    let mut kept_sizes = multer::SizeLimit::new();
+    for field in KEPT_FIELDS {
+        kept_sizes = kept_sizes.for_field(*field, MAX_KEPT_FIELD_BYTES);
+    }
+    let mut multipart = multer::Multipart::with_constraints(
+        Paced::new(stream),
+        boundary,
+        multer::Constraints::new().size_limit(kept_sizes),
+    );
+    let parsed = || watch.unparsed.store(0, Ordering::Relaxed);
     let form_error = |err: multer::Error| {
-        if over_limit.load(Ordering::Relaxed) {
+        if watch.over_limit.load(Ordering::Relaxed) {
             too_large(limit)
+        } else if watch.timed_out.load(Ordering::Relaxed) {
+            ApiError::new(
+                Status::RequestTimeout,
+                format!(
+                    "the upload sent nothing for {} s (--body-timeout)",
+                    idle_timeout.as_secs()
+                ),
+            )
+        } else if watch.unparsed_over_limit.load(Ordering::Relaxed) {
+            ApiError::bad_request(format!(
+                "malformed multipart upload: no boundary or no end of a part's headers within \
+                 {MAX_UNPARSED_BYTES} bytes"
+            ))
         } else {
             ApiError::bad_request(format!("malformed multipart upload: {err}"))
         }
@@ -172,7 +259,15 @@ async fn read_multipart(
         fields: HashMap::new(),
         content: None,
     };
+    let mut parts = 0;
     while let Some(mut field) = multipart.next_field().await.map_err(form_error)? {
+        parsed();
+        parts += 1;
+        if parts > MAX_PARTS {
+            return Err(ApiError::bad_request(format!(
+                "the form has more than {MAX_PARTS} parts"
+            )));
+        }
         let name = field.name().unwrap_or_default().to_owned();
         if name == "content" {
             let filename = field.file_name().unwrap_or_default().to_owned();
@@ -181,22 +276,21 @@ async fn read_multipart(
             }
             let mut staged = StagedUpload::create(app.index.upload_dir())?;
             while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+                parsed();
                 staged.write(chunk).await?;
             }
             received.content = Some((filename, staged));
-        } else if field.file_name().is_some() {
-            // Signatures and attestations: not stored (pip never asks for them), but read
-            // through so the rest of the form can be.
-            while field.chunk().await.map_err(form_error)?.is_some() {}
+        } else if field.file_name().is_some() || !KEPT_FIELDS.contains(&name.as_str()) {
+            // Signatures, attestations and metadata the server has no use for: read through
+            // so the rest of the form can be, never kept.
+            while field.chunk().await.map_err(form_error)?.is_some() {
+                parsed();
+            }
         } else {
             let mut text = Vec::new();
             while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+                parsed();
                 text.extend_from_slice(&chunk);
-                if text.len() > MAX_FIELD_BYTES {
-                    return Err(ApiError::bad_request(format!(
-                        "form field {name:?} is longer than {MAX_FIELD_BYTES} bytes"
-                    )));
-                }
             }
             let text = String::from_utf8(text).map_err(|_| {
                 ApiError::bad_request(format!("form field {name:?} is not valid UTF-8"))
@@ -207,16 +301,24 @@ async fn read_multipart(
     Ok(received)
 }
 
-async fn read_urlencoded(data: Data<'_>) -> Result<Received, ApiError> {
-    let capped = data
-        .open(MAX_FIELD_BYTES.bytes())
-        .into_string()
+async fn read_urlencoded(data: Data<'_>, timeout: Duration) -> Result<Received, ApiError> {
+    let read = data.open(MAX_URLENCODED_BYTES.bytes()).into_string();
+    let capped = rocket::tokio::time::timeout(timeout, read)
         .await
+        .map_err(|_| {
+            ApiError::new(
+                Status::RequestTimeout,
+                format!(
+                    "the form did not arrive within {} s (--body-timeout)",
+                    timeout.as_secs()
+                ),
+            )
+        })?
         .map_err(|err| ApiError::bad_request(format!("unreadable form: {err}")))?;
     if !capped.is_complete() {
         return Err(ApiError::new(
             Status::PayloadTooLarge,
-            format!("a urlencoded form may be at most {MAX_FIELD_BYTES} bytes"),
+            format!("a urlencoded form may be at most {MAX_URLENCODED_BYTES} bytes"),
         ));
     }
     let mut fields = HashMap::new();
@@ -321,5 +423,54 @@ where
             Poll::Ready(_) => {}
         }
         polled
+    }
+}
+
+/// Ends a body stream with a `TimedOut` error when the client sends nothing for `after`: a
+/// client that stops mid-upload must not hold its connection, buffers and upload slot for
+/// ever. Only time spent waiting for the client counts, not time the server itself took
+/// between two reads (a slow disk), so the clock starts when a read first finds nothing.
+struct IdleTimeout<S> {
+    inner: S,
+    after: Duration,
+    deadline: Pin<Box<rocket::tokio::time::Sleep>>,
+    waiting: bool,
+}
+
+impl<S> IdleTimeout<S> {
+    fn new(inner: S, after: Duration) -> Self {
+        Self {
+            inner,
+            after,
+            deadline: Box::pin(rocket::tokio::time::sleep(after)),
+            waiting: false,
+        }
+    }
+}
+
+impl<S> futures_util::Stream for IdleTimeout<S>
+where
+    S: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+{
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
+            this.waiting = false;
+            return Poll::Ready(item);
+        }
+        if !this.waiting {
+            this.waiting = true;
+            let deadline = rocket::tokio::time::Instant::now() + this.after;
+            this.deadline.as_mut().reset(deadline);
+        }
+        match std::future::Future::poll(this.deadline.as_mut(), cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client sent nothing for too long",
+            )))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }

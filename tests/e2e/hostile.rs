@@ -1,0 +1,228 @@
+//! Hostile and broken clients against the real binary: stalled uploads, half requests, endless
+//! framing. Each test holds the server to a bound that a client must not be able to break.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use super::Server;
+
+const BOUNDARY: &str = "hostileboundary";
+
+/// The head of an upload whose body is announced as `length` bytes, and the start of its form
+/// up to the first bytes of the `content` part.
+fn upload_head(length: usize) -> (String, String) {
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {length}\r\n\r\n"
+    );
+    let form = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\":action\"\r\n\r\nfile_upload\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"content\"; filename=\"stall-1.0.tar.gz\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\nthe first bytes of a file"
+    );
+    (head, form)
+}
+
+/// An upload that sends the start of its file and then nothing.
+fn stalled_upload(server: &Server) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let (head, form) = upload_head(10 << 20);
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(form.as_bytes()).unwrap();
+    stream
+}
+
+/// Everything the server sends until it closes the connection, or `None` if it is still open
+/// after `wait`.
+fn read_until_closed(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut received = Vec::new();
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&received).into_owned()),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(String::from_utf8_lossy(&received).into_owned())
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+fn get_within(server: &Server, path: &str, deadline: Duration) -> reqwest::blocking::Response {
+    reqwest::blocking::Client::builder()
+        .timeout(deadline)
+        .build()
+        .unwrap()
+        .get(format!("{}{path}", server.url()))
+        .send()
+        .unwrap_or_else(|err| panic!("GET {path} did not answer within {deadline:?}: {err}"))
+}
+
+#[test]
+fn stalled_uploads_hold_no_thread_and_the_cap_answers_503() {
+    // More stalled uploads than tokio has blocking threads for two lanes each (512 / 2).
+    let server = Server::start(
+        &["-P", ".", "-a", ".", "--max-concurrent-uploads", "300"],
+        &[],
+    );
+    std::fs::write(
+        server.packages().join("here-1.0.tar.gz"),
+        b"a package already stored",
+    )
+    .unwrap();
+    let stalled: Vec<TcpStream> = (0..300).map(|_| stalled_upload(&server)).collect();
+    // Let every one of them reach its content part.
+    std::thread::sleep(Duration::from_secs(2));
+    let page = get_within(&server, "/simple/here/", Duration::from_secs(5));
+    assert_eq!(page.status(), 200);
+    let download = get_within(&server, "/packages/here-1.0.tar.gz", Duration::from_secs(5));
+    assert_eq!(
+        download.bytes().unwrap().as_ref(),
+        b"a package already stored"
+    );
+    assert_eq!(
+        get_within(&server, "/health", Duration::from_secs(5)).status(),
+        200
+    );
+
+    // One more upload than the cap: refused at once, with when to retry.
+    let mut extra = stalled_upload(&server);
+    let answer = read_until_closed(&mut extra, Duration::from_secs(10))
+        .expect("the upload over the cap was neither answered nor closed");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 5"),
+        "{answer}"
+    );
+    assert!(answer.contains("--max-concurrent-uploads"), "{answer}");
+    drop(stalled);
+    assert!(server
+        .stored()
+        .iter()
+        .all(|name| !name.starts_with("stall")));
+}
+
+#[test]
+fn a_stalled_upload_body_gets_408_after_the_body_timeout() {
+    let server = Server::start(&["-P", ".", "-a", ".", "--body-timeout", "2"], &[]);
+    let started = Instant::now();
+    let mut stream = stalled_upload(&server);
+    let answer = read_until_closed(&mut stream, Duration::from_secs(15))
+        .expect("a stalled upload was kept open");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("--body-timeout"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    // Nothing half-written stays behind, visible or hidden.
+    assert_eq!(server.stored(), Vec::<String>::new());
+}
+
+#[test]
+fn half_requests_and_idle_connections_are_closed_after_the_header_timeout() {
+    let server = Server::start(&["-P", ".", "-a", ".", "--header-timeout", "2"], &[]);
+    let mut half = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    half.write_all(b"GET /simple/ HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    // A keep-alive connection that asked once and then went quiet.
+    let mut idle = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    assert!(
+        read_until_closed(&mut half, Duration::from_secs(10)).is_some(),
+        "a half request was kept open"
+    );
+    let answered = read_until_closed(&mut idle, Duration::from_secs(10))
+        .expect("an idle keep-alive connection was kept open");
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    // The server still serves.
+    assert_eq!(
+        get_within(&server, "/health", Duration::from_secs(5)).status(),
+        200
+    );
+}
+
+#[test]
+fn connections_past_the_cap_are_closed_idle_first() {
+    let server = Server::start(&["-P", ".", "-a", ".", "--max-connections", "20"], &[]);
+    let mut idle: Vec<TcpStream> = (0..60)
+        .map(|_| TcpStream::connect(("127.0.0.1", server.port)).unwrap())
+        .collect();
+    // The warden looks once a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    let closed = idle
+        .iter_mut()
+        .filter(|s| read_until_closed(s, Duration::from_millis(100)).is_some())
+        .count();
+    assert!(closed >= 40, "only {closed} of 60 idle connections closed");
+    assert_eq!(
+        get_within(&server, "/health", Duration::from_secs(5)).status(),
+        200
+    );
+}
+
+#[test]
+fn a_body_without_boundary_or_with_endless_headers_is_400_in_bounded_memory() {
+    let server = Server::start(&["-P", ".", "-a", "."], &[]);
+    let before = server.peak_rss_kib();
+    let junk = vec![b'x'; 64 << 20];
+    let client = reqwest::blocking::Client::new();
+    // No boundary ever comes.
+    let resp = client
+        .post(format!("{}/", server.url()))
+        .header(
+            "Content-Type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(junk.clone())
+        .send();
+    if let Ok(resp) = resp {
+        assert_eq!(resp.status(), 400);
+        assert!(resp.text().unwrap().contains("no boundary"));
+    }
+    // A part whose header block never ends.
+    let mut body =
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"x\"\r\nX-Filler: ")
+            .into_bytes();
+    body.extend_from_slice(&junk);
+    let resp = client
+        .post(format!("{}/", server.url()))
+        .header(
+            "Content-Type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send();
+    if let Ok(resp) = resp {
+        assert_eq!(resp.status(), 400);
+    }
+    // Many small text fields: read through, never kept.
+    let mut body = String::new();
+    for i in 0..900 {
+        body.push_str(&format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"classifier{i}\"\r\n\r\n{}\r\n",
+            "y".repeat(60_000)
+        ));
+    }
+    body.push_str(&format!("--{BOUNDARY}--\r\n"));
+    let resp = client
+        .post(format!("{}/", server.url()))
+        .header(
+            "Content-Type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().unwrap().contains("missing :action"));
+    let grown_mib = (server.peak_rss_kib() - before) / 1024;
+    assert!(
+        grown_mib < 24,
+        "malformed bodies raised the peak RSS by {grown_mib} MiB"
+    );
+}
