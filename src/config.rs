@@ -92,7 +92,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "SERVER")]
     pub server: Option<String>,
 
-    /// Allow an upload to replace an existing file.
+    /// Allow an upload to replace the file served for the same release (in place, where it
+    /// is under the upload directory).
     #[arg(short = 'o', long)]
     pub overwrite: bool,
 

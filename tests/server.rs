@@ -825,6 +825,339 @@ fn concurrent_uploads_of_one_file_have_one_winner() {
     assert_eq!(stored.len(), 1);
 }
 
+/// An upload of `bytes` as `filename`, with the form's `name` field set to `name`.
+fn upload_as(app: &TestApp, name: &str, filename: &str, bytes: &[u8]) -> (Status, String) {
+    let sha = sha256_hex(bytes);
+    let resp = app.post_form(
+        "/",
+        &upload_fields(name, "0", &sha),
+        Some((filename, bytes)),
+        None,
+    );
+    (resp.status(), resp.into_string().unwrap_or_default())
+}
+
+/// The filenames a project page links to, in order.
+fn listed_filenames(app: &TestApp, project: &str) -> Vec<String> {
+    let resp = app.get_with(&format!("/simple/{project}/"), &[("Accept", JSON)]);
+    // Not here: off to the fallback index.
+    if resp.status() == Status::SeeOther {
+        return Vec::new();
+    }
+    assert_eq!(resp.status(), Status::Ok, "/simple/{project}/");
+    let json: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+    json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["filename"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn an_sdist_name_readers_would_misread_is_refused_with_its_pep625_name() {
+    let app = TestApp::open();
+    for (name, filename, reads_as, pep625) in [
+        ("foo-2", "foo-2-1.tar.gz", "foo", "foo_2-1.tar.gz"),
+        (
+            "python-3parclient",
+            "python-3parclient-4.2.12.tar.gz",
+            "python",
+            "python_3parclient-4.2.12.tar.gz",
+        ),
+    ] {
+        let bytes = sdist(name, "1", None);
+        let (status, message) = upload_as(&app, name, filename, &bytes);
+        assert_eq!(status, Status::BadRequest, "{filename}: {message}");
+        assert!(
+            message.contains(&format!("{filename:?}")) && message.contains(&format!("{pep625:?}")),
+            "{filename}: {message}"
+        );
+        assert!(app.stored().is_empty(), "{:?}", app.stored());
+        assert!(listed_filenames(&app, reads_as).is_empty());
+
+        // Under the name it was told to use, it is listed where it was uploaded, served and
+        // removable.
+        let (status, message) = upload_as(&app, name, pep625, &bytes);
+        assert_eq!(status, Status::Ok, "{pep625}: {message}");
+        assert_eq!(listed_filenames(&app, name), [pep625]);
+        assert!(listed_filenames(&app, reads_as).is_empty());
+        assert_eq!(
+            app.get(&format!("/packages/{pep625}"))
+                .into_bytes()
+                .unwrap(),
+            bytes
+        );
+        let version = pep625
+            .rsplit_once('-')
+            .unwrap()
+            .1
+            .trim_end_matches(".tar.gz");
+        let resp = app.post_form(
+            "/",
+            &[
+                (":action", "remove_pkg"),
+                ("name", name),
+                ("version", version),
+            ],
+            None,
+            None,
+        );
+        assert_eq!(resp.status(), Status::Ok, "remove {name} {version}");
+        assert!(app.stored().is_empty(), "{:?}", app.stored());
+    }
+}
+
+#[test]
+fn one_release_has_one_spelling() {
+    let app = TestApp::open();
+    let bytes = sdist("demo", "1.0", None);
+    assert_eq!(
+        upload_as(&app, "demo", "demo-1.0.tar.gz", &bytes).0,
+        Status::Ok
+    );
+    for spelling in [
+        "Demo-1.0.tar.gz",
+        "demo-1.0.0.tar.gz",
+        "demo-01.0.tar.gz",
+        "demo-1.0.zip",
+    ] {
+        let (status, message) = upload_as(&app, "demo", spelling, &bytes);
+        assert_eq!(status, Status::Conflict, "{spelling}: {message}");
+        assert!(
+            message.contains("already exists") && message.contains("\"demo-1.0.tar.gz\""),
+            "{spelling}: {message}"
+        );
+    }
+    assert_eq!(app.stored(), ["demo-1.0.tar.gz"]);
+
+    let wheel_bytes = wheel("demo", "1.0", None);
+    let wheel_name = "demo-1.0-py3-none-any.whl";
+    assert_eq!(
+        upload_as(&app, "demo", wheel_name, &wheel_bytes).0,
+        Status::Ok
+    );
+    for spelling in [
+        "demo-1.0.0-py3-none-any.whl",
+        "Demo-1.0-PY3-None-Any.whl",
+        "demo-1.0-py3-none-any.tar.gz",
+    ] {
+        let (status, message) = upload_as(&app, "demo", spelling, &wheel_bytes);
+        if spelling.ends_with(".whl") {
+            assert_eq!(status, Status::Conflict, "{spelling}: {message}");
+            assert!(message.contains(&format!("{wheel_name:?}")), "{message}");
+        } else {
+            assert_eq!(status, Status::BadRequest, "{spelling}: {message}");
+        }
+    }
+    // Another build or other tags are another file of the release.
+    for other in [
+        "demo-1.0-1-py3-none-any.whl",
+        "demo-1.0-py2.py3-none-any.whl",
+    ] {
+        let (status, message) = upload_as(&app, "demo", other, &wheel_bytes);
+        assert_eq!(status, Status::Ok, "{other}: {message}");
+    }
+    assert_eq!(listed_filenames(&app, "demo").len(), 4);
+}
+
+#[test]
+fn overwrite_replaces_every_spelling_of_the_release() {
+    let app = TestApp::with_args(&["-P", ".", "-a", ".", "--overwrite"]);
+    app.put("demo-1.0.tar.gz", b"old");
+    let bytes = sdist("demo", "1.0", None);
+    let (status, message) = upload_as(&app, "demo", "demo-1.0.0.tar.gz", &bytes);
+    assert_eq!(status, Status::Ok, "{message}");
+    assert_eq!(app.stored(), ["demo-1.0.0.tar.gz"]);
+    assert_eq!(listed_filenames(&app, "demo"), ["demo-1.0.0.tar.gz"]);
+}
+
+#[test]
+fn json_versions_are_canonical() {
+    let app = TestApp::open();
+    app.put("demo-01.0.tar.gz", &sdist("demo", "01.0", None));
+    app.put("demo-2.0-1-py3-none-any.whl", &wheel("demo", "2.0", None));
+    app.put("demo-2.0.0-py3-none-any.whl", &wheel("demo", "2.0.0", None));
+    app.put("demo-3.0RC1.tar.gz", &sdist("demo", "3.0rc1", None));
+    let resp = app.get_with("/simple/demo/", &[("Accept", JSON)]);
+    let json: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+    assert_eq!(
+        json["versions"],
+        serde_json::json!(["1.0", "2.0", "3.0rc1"])
+    );
+
+    let resp = app.get("/demo/json");
+    assert_eq!(resp.status(), Status::Ok);
+    let json: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+    assert_eq!(json["info"]["version"], "3.0rc1");
+    let releases = json["releases"].as_object().unwrap();
+    assert_eq!(
+        releases.keys().collect::<Vec<_>>(),
+        ["1.0", "2.0", "3.0rc1"],
+        "{json}"
+    );
+    assert_eq!(releases["2.0"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn wheel_filenames_outside_the_tag_grammar_are_refused() {
+    let app = TestApp::open();
+    let bytes = wheel("demo", "1.0", None);
+    for filename in [
+        "demo-1.0-py3-none-any:x.whl",
+        "demo-1.0-py3-none-linux x86_64.whl",
+        "demo-1.0-py3-none-.any.whl",
+        "demo-1.0-py3-none-any..x.whl",
+        "demo-1.0-py3-no%ne-any.whl",
+        "demo-1.0-x1-py3-none-any.whl",
+        "demo-1.0-1.2-py3-none-any.whl",
+        "demo-1.0:1-py3-none-any.whl",
+        "demo- 1.0-py3-none-any.whl",
+    ] {
+        let (status, message) = upload_as(&app, "demo", filename, &bytes);
+        assert_eq!(status, Status::BadRequest, "{filename}: {message}");
+        assert!(message.contains(&format!("{filename:?}")), "{message}");
+    }
+    assert!(app.stored().is_empty(), "{:?}", app.stored());
+    // What the grammar allows.
+    for filename in [
+        "demo-1.0-1_b-cp311.cp312-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        "demo-1.0+local.1-py3-none-any.whl",
+    ] {
+        let (status, message) = upload_as(&app, "demo", filename, &bytes);
+        assert_eq!(status, Status::Ok, "{filename}: {message}");
+    }
+}
+
+#[test]
+fn over_long_names_are_client_errors() {
+    let app = TestApp::open();
+    let long = "a".repeat(300);
+    for uri in [
+        format!("/simple/{long}/"),
+        format!("/{long}/json"),
+        format!("/packages/{long}-1.0.tar.gz"),
+        format!("/packages/{long}/demo-1.0.tar.gz"),
+        format!("/packages/{long}-1.0-py3-none-any.whl.metadata"),
+        format!("/packages/{}/demo-1.0.tar.gz", "a/".repeat(3000)),
+    ] {
+        let status = app.get(&uri).status();
+        assert!(
+            status == Status::NotFound || status == Status::BadRequest,
+            "{}…: {status}",
+            &uri[..40]
+        );
+    }
+    let bytes = sdist("demo", "1.0", None);
+    for (name, filename) in [
+        ("demo", format!("demo-1.0{}.tar.gz", ".0".repeat(150))),
+        (long.as_str(), format!("{long}-1.0.tar.gz")),
+    ] {
+        let (status, message) = upload_as(&app, name, &filename, &bytes);
+        assert_eq!(status, Status::BadRequest, "{message}");
+        assert!(
+            message.len() < 1024,
+            "the whole name is not echoed: {message}"
+        );
+    }
+    assert!(app.stored().is_empty(), "{:?}", app.stored());
+}
+
+#[test]
+fn a_filename_in_two_directories_is_listed_once() {
+    let app = TestApp::open();
+    let first = sdist("demo", "1.0", None);
+    app.put("demo-1.0.tar.gz", &first);
+    app.put("sub/demo-1.0.tar.gz", b"another copy");
+    app.put("sub/demo-2.0.tar.gz", &sdist("demo", "2.0", None));
+    let resp = app.get_with("/simple/demo/", &[("Accept", JSON)]);
+    let json: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+    let files = json["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{json}");
+    assert_eq!(files[0]["filename"], "demo-1.0.tar.gz");
+    assert_eq!(files[0]["hashes"]["sha256"], sha256_hex(&first));
+    let resp = app.get("/packages/");
+    assert_eq!(
+        resp.into_string()
+            .unwrap()
+            .matches(">demo-1.0.tar.gz<")
+            .count(),
+        1
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&app.get("/demo/json").into_string().unwrap()).unwrap();
+    assert_eq!(
+        json["releases"]["1.0"].as_array().unwrap().len(),
+        1,
+        "{json}"
+    );
+}
+
+#[test]
+fn the_first_package_directory_wins_a_shared_filename() {
+    // Named to sort before the upload directory: the order of the roots decides, not paths.
+    let second = tempfile::Builder::new().prefix("!").tempdir().unwrap();
+    let app = TestApp::with_config(&["-P", ".", "-a", "."], |c| {
+        c.index.roots.push(second.path().to_owned());
+    });
+    let first = sdist("demo", "1.0", None);
+    app.put("demo-1.0.tar.gz", &first);
+    std::fs::write(second.path().join("demo-1.0.tar.gz"), b"shadowed").unwrap();
+    let resp = app.get_with("/simple/demo/", &[("Accept", JSON)]);
+    let json: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+    let files = json["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{json}");
+    assert_eq!(files[0]["hashes"]["sha256"], sha256_hex(&first));
+    assert_eq!(
+        app.get("/packages/demo-1.0.tar.gz").into_bytes().unwrap(),
+        first
+    );
+}
+
+#[test]
+fn overwrite_replaces_the_served_copy_where_it_is() {
+    let app = TestApp::with_args(&["-P", ".", "-a", ".", "--overwrite"]);
+    let filename = wheel_filename("demo-pkg", "1.0");
+    app.put(&format!("sub/{filename}"), b"old bytes");
+    let resp = app.upload_wheel("demo-pkg", "1.0", None);
+    assert_eq!(resp.status(), Status::Ok);
+    assert_eq!(app.stored(), ["sub"], "nothing new at the top");
+    let new = wheel("demo-pkg", "1.0", Some(">=3.8"));
+    assert_eq!(
+        std::fs::read(app.path(&format!("sub/{filename}"))).unwrap(),
+        new
+    );
+    assert_eq!(listed_filenames(&app, "demo-pkg"), [filename.as_str()]);
+    assert_eq!(
+        app.get(&format!("/packages/sub/{filename}"))
+            .into_bytes()
+            .unwrap(),
+        new
+    );
+}
+
+#[test]
+fn overwrite_refuses_a_release_served_from_another_directory() {
+    let other = tempfile::tempdir().unwrap();
+    let app = TestApp::with_config(&["-P", ".", "-a", ".", "--overwrite"], |c| {
+        c.index.roots.push(other.path().to_owned());
+    });
+    let filename = wheel_filename("demo-pkg", "1.0");
+    std::fs::write(other.path().join(&filename), b"old bytes").unwrap();
+    let resp = app.upload_wheel("demo-pkg", "1.0", None);
+    assert_eq!(resp.status(), Status::Conflict);
+    let message = resp.into_string().unwrap();
+    assert!(
+        message.contains(&format!("{filename:?}")) && message.contains("upload directory"),
+        "{message}"
+    );
+    assert!(app.stored().is_empty(), "{:?}", app.stored());
+    assert_eq!(
+        std::fs::read(other.path().join(&filename)).unwrap(),
+        b"old bytes"
+    );
+}
+
 // ---- auth ----
 
 fn htpasswd_app(actions: &str) -> (TestApp, tempfile::NamedTempFile) {

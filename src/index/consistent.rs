@@ -196,9 +196,11 @@ impl ConsistentBackend {
         let snapshot = if unchanged {
             old.snapshot.clone()
         } else {
-            Arc::new(Snapshot::from_shared(dirs.values().flat_map(|listing| {
-                listing.files.values().map(|(_, file)| file.clone())
-            })))
+            Arc::new(Snapshot::from_found(
+                &self.roots,
+                dirs.values()
+                    .flat_map(|listing| listing.files.values().map(|(_, file)| file.clone())),
+            ))
         };
         Ok(Tree { dirs, snapshot })
     }
@@ -238,7 +240,7 @@ impl ConsistentBackend {
                     continue;
                 }
             }
-            let Ok(parsed) = DistFilename::parse(name, None) else {
+            let Ok(parsed) = DistFilename::parse(name) else {
                 continue;
             };
             let path = entry.path();

@@ -16,6 +16,7 @@ mod scan;
 pub mod upload;
 mod watch;
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,14 +75,35 @@ impl Snapshot {
         Self::from_shared(files.into_iter().map(Arc::new))
     }
 
+    /// The snapshot of `files` found under `roots`, ordered as the roots are, then by path
+    /// below the root: the order that decides which copy of a filename found twice is served
+    /// and listed. It is the order in which `Index::find` looks a path up.
+    pub fn from_found(roots: &[PathBuf], files: impl IntoIterator<Item = Arc<DistFile>>) -> Self {
+        let root_of = |file: &DistFile| roots.iter().position(|root| file.path.starts_with(root));
+        let mut found: Vec<_> = files
+            .into_iter()
+            .map(|file| (root_of(&file), file))
+            .collect();
+        found.sort_by(|(root_a, a), (root_b, b)| {
+            root_a
+                .cmp(root_b)
+                .then_with(|| a.relative_path.cmp(&b.relative_path))
+        });
+        Self::from_shared(found.into_iter().map(|(_, file)| file))
+    }
+
+    /// The snapshot of `files`, in the order given (the first of two files with one filename
+    /// is the one served).
     pub fn from_shared(files: impl IntoIterator<Item = Arc<DistFile>>) -> Self {
         let mut projects: BTreeMap<ProjectName, Vec<Arc<DistFile>>> = BTreeMap::new();
         let mut by_filename = HashMap::new();
         for file in files {
-            // The same filename in two directories is one file to pip: the first root wins.
-            by_filename
-                .entry(file.name.filename().to_owned())
-                .or_insert_with(|| file.clone());
+            // The same filename in two directories is one file to pip: the first wins (see
+            // `from_found` for the order), and only it is listed.
+            match by_filename.entry(file.name.filename().to_owned()) {
+                Entry::Occupied(_) => continue,
+                Entry::Vacant(vacant) => vacant.insert(file.clone()),
+            };
             projects
                 .entry(file.name.project().clone())
                 .or_default()
@@ -116,7 +138,9 @@ impl Snapshot {
 
 /// Where listings come from. The scanning backend is the reference the others must agree with.
 pub trait Backend: Send + Sync {
-    /// Every distribution file as the directories hold it now.
+    /// Every distribution file as the directories hold it now, built with
+    /// [`Snapshot::from_found`] so that every backend serves the same copy of a filename
+    /// found twice.
     fn snapshot(&self) -> std::io::Result<Arc<Snapshot>>;
     /// Tells the backend that a file was published or removed through this process.
     fn invalidate(&self) {}
@@ -232,7 +256,7 @@ impl Index {
         {
             return Ok(None);
         }
-        let Ok(name) = DistFilename::parse(segments[segments.len() - 1], None) else {
+        let Ok(name) = DistFilename::parse(segments[segments.len() - 1]) else {
             return Ok(None);
         };
         for root in &self.config.roots {
@@ -248,7 +272,9 @@ impl Index {
                 }
                 Ok(_) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) if err.raw_os_error() == Some(libc::ENOTDIR) => {}
+                // A path no directory can hold is not here either.
+                Err(err)
+                    if matches!(err.raw_os_error(), Some(libc::ENOTDIR | libc::ENAMETOOLONG)) => {}
                 Err(err) => return Err(err),
             }
         }

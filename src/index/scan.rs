@@ -40,7 +40,7 @@ impl Backend for ScanBackend {
                 let Some(filename) = path.file_name().and_then(|n| n.to_str()) else {
                     continue;
                 };
-                let Ok(name) = DistFilename::parse(filename, None) else {
+                let Ok(name) = DistFilename::parse(filename) else {
                     continue;
                 };
                 let Ok(meta) = std::fs::metadata(&path) else {
@@ -65,6 +65,9 @@ impl Backend for ScanBackend {
                 });
             }
         }
-        Ok(Arc::new(Snapshot::from_files(files)))
+        Ok(Arc::new(Snapshot::from_found(
+            &self.roots,
+            files.into_iter().map(Arc::new),
+        )))
     }
 }

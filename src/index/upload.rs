@@ -8,7 +8,7 @@
 //! removes once it is old.
 
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use super::metadata::metadata_for;
 use super::{DistFile, FileIdentity, Index};
 use crate::digest::{hash_file, HashAlgo, Md5Lane, Sha256Blake2Lane, UploadDigests};
-use crate::names::{DistFilename, NameError, ProjectName};
+use crate::names::{DistFilename, NameError, ProjectName, MAX_FILENAME_BYTES};
 
 /// Every temp file starts with this; listings never show it (it is hidden) and the sweeper
 /// only ever deletes files named so.
@@ -202,8 +202,19 @@ pub enum UploadError {
         claimed: String,
         actual: String,
     },
-    #[error("file {filename:?} already exists")]
-    AlreadyExists { filename: String },
+    #[error("the sdist filename {filename:?} does not read as project {project:?}: the version is taken to start at the first '-' followed by a digit; upload it as {pep625:?} (its PEP 625 name)")]
+    AmbiguousSdistName {
+        filename: String,
+        project: String,
+        pep625: String,
+    },
+    #[error(
+        "file {existing:?} already exists{}",
+        other_spelling(filename, existing)
+    )]
+    AlreadyExists { filename: String, existing: String },
+    #[error("file {existing:?} holds the release of {filename:?} in another package directory: only files under the upload directory can be overwritten")]
+    OutsideUploadDir { filename: String, existing: String },
     #[error("storing the upload: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -237,31 +248,36 @@ impl Index {
                 }
             }
         }
-        let target = self.upload_dir().join(name.filename());
-        let already_exists = || UploadError::AlreadyExists {
-            filename: name.filename().to_owned(),
-        };
-        if self.config().overwrite {
-            received
-                .temp
-                .persist(&target)
-                .map_err(|err| UploadError::Io(err.error))?;
+        let snapshot = self.snapshot()?;
+        let key = name.release_key();
+        // Every spelling of this release file that is served now (the snapshot lists each
+        // filename once): a second spelling would be a second copy under the project's page.
+        let served: Vec<&DistFile> = snapshot
+            .project(name.project())
+            .unwrap_or_default()
+            .iter()
+            .filter(|file| file.name.release_key() == key)
+            .map(|file| &**file)
+            .collect();
+        let target = if self.config().overwrite {
+            self.overwrite(received.temp, &name, &served)?
         } else {
-            // The same name in another package directory or a subdirectory would be served
-            // under the same project page: refuse it too. `link()` below is what settles a race.
-            if self.snapshot()?.find_filename(name.filename()).is_some() {
-                return Err(already_exists());
+            if let Some(existing) = served.first() {
+                return Err(already_exists(&name, existing.name.filename()));
             }
+            let target = self.upload_dir().join(name.filename());
+            // `link()` settles a race between processes for one filename.
             match received.temp.persist_noclobber(&target) {
                 Ok(_) => {}
                 Err(err) if err.error.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return Err(already_exists())
+                    return Err(already_exists(&name, name.filename()))
                 }
                 Err(err) => return Err(UploadError::Io(err.error)),
             }
-        }
-        // The new directory entry must survive a crash too, or a 200 could be forgotten.
-        std::fs::File::open(self.upload_dir())?.sync_all()?;
+            // The new directory entry must survive a crash too, or a 200 could be forgotten.
+            std::fs::File::open(self.upload_dir())?.sync_all()?;
+            target
+        };
         self.backend.invalidate();
         self.remember(&target, &name, &received.digests);
         Ok(name)
@@ -273,10 +289,17 @@ impl Index {
         let Ok(meta) = std::fs::metadata(path) else {
             return;
         };
+        let Ok(relative) = path.strip_prefix(self.upload_dir()) else {
+            return;
+        };
         let file = DistFile {
             name: name.clone(),
             path: path.to_owned(),
-            relative_path: name.filename().to_owned(),
+            relative_path: relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/"),
             identity: FileIdentity::of(&meta),
         };
         let link_hex = match self.cache().hash_algo() {
@@ -291,25 +314,98 @@ impl Index {
         self.cache()
             .insert(&file, link_hex, &metadata_for(path, name.kind()));
     }
+
+    /// `-o`: the upload takes the place of the file the index serves for this release (in
+    /// the subdirectory it is in), and of any other spelling of it, so that one copy is listed.
+    /// Returns where the upload now is.
+    fn overwrite(
+        &self,
+        temp: NamedTempFile,
+        name: &DistFilename,
+        served: &[&DistFile],
+    ) -> Result<PathBuf, UploadError> {
+        if let Some(outside) = served
+            .iter()
+            .find(|file| !file.path.starts_with(self.upload_dir()))
+        {
+            return Err(UploadError::OutsideUploadDir {
+                filename: name.filename().to_owned(),
+                existing: outside.relative_path.clone(),
+            });
+        }
+        let dir = served
+            .first()
+            .and_then(|file| file.path.parent())
+            .unwrap_or(self.upload_dir())
+            .to_owned();
+        let target = dir.join(name.filename());
+        // A rename: readers see the old file or the new one, never neither.
+        temp.persist(&target)
+            .map_err(|err| UploadError::Io(err.error))?;
+        for file in served.iter().filter(|file| file.path != target) {
+            match std::fs::remove_file(&file.path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(UploadError::Io(err)),
+            }
+        }
+        // The new directory entries must survive a crash too, or a 200 could be forgotten.
+        std::fs::File::open(&dir)?.sync_all()?;
+        for old_dir in served.iter().filter_map(|file| file.path.parent()) {
+            if old_dir != dir {
+                std::fs::File::open(old_dir)?.sync_all()?;
+            }
+        }
+        Ok(target)
+    }
 }
 
-fn parse_claimed_filename(claim: &UploadClaim) -> Result<DistFilename, UploadError> {
-    let Some(project) = &claim.project else {
-        return Ok(DistFilename::parse(&claim.filename, None)?);
-    };
-    let mismatch = |in_filename: &ProjectName| UploadError::ProjectMismatch {
-        filename: claim.filename.clone(),
-        in_filename: in_filename.to_string(),
-        name_field: project.to_string(),
-    };
-    match DistFilename::parse(&claim.filename, Some(project)) {
-        Ok(name) if name.project() == project => Ok(name),
-        Ok(name) => Err(mismatch(name.project())),
-        Err(err) => match DistFilename::parse(&claim.filename, None) {
-            Ok(guessed) if guessed.project() != project => Err(mismatch(guessed.project())),
-            _ => Err(err.into()),
-        },
+fn already_exists(uploaded: &DistFilename, existing: &str) -> UploadError {
+    UploadError::AlreadyExists {
+        filename: uploaded.filename().to_owned(),
+        existing: existing.to_owned(),
     }
+}
+
+/// For a conflict under another spelling, which upload it refused.
+fn other_spelling(uploaded: &str, existing: &str) -> String {
+    if uploaded == existing {
+        String::new()
+    } else {
+        format!(" and holds the same release file as {uploaded:?}")
+    }
+}
+
+/// The filename, parsed the one way every reader parses it; it must name the project the
+/// `name` field names, or the upload would be listed elsewhere or nowhere.
+fn parse_claimed_filename(claim: &UploadClaim) -> Result<DistFilename, UploadError> {
+    let parsed = DistFilename::parse(&claim.filename);
+    // An over-long name is refused as such, before any other message quotes it whole.
+    let Some(project) = claim
+        .project
+        .as_ref()
+        .filter(|_| claim.filename.len() <= MAX_FILENAME_BYTES)
+    else {
+        return Ok(parsed?);
+    };
+    if let Ok(name) = &parsed {
+        if name.project() == project {
+            return parsed.map_err(Into::into);
+        }
+    }
+    if let Some(pep625) = DistFilename::pep625_sdist_name(&claim.filename, project) {
+        return Err(UploadError::AmbiguousSdistName {
+            filename: claim.filename.clone(),
+            project: project.to_string(),
+            pep625,
+        });
+    }
+    let name = parsed?;
+    Err(UploadError::ProjectMismatch {
+        filename: claim.filename.clone(),
+        in_filename: name.project().to_string(),
+        name_field: project.to_string(),
+    })
 }
 
 /// Deletes temp files of uploads whose process died: those whose lock (see
@@ -376,9 +472,32 @@ mod tests {
     }
 
     #[test]
-    fn sdist_name_field_resolves_ambiguity() {
+    fn the_name_field_never_changes_how_a_filename_reads() {
         let name = parse_claimed_filename(&claim("Foo_Bar", "foo-bar-2.0.tar.gz")).unwrap();
         assert_eq!(name.version(), "2.0");
+        let name = parse_claimed_filename(&claim("foo-2", "foo_2-1.tar.gz")).unwrap();
+        assert_eq!((name.project().as_str(), name.version()), ("foo-2", "1"));
+    }
+
+    #[test]
+    fn err_ambiguous_sdist_names_its_pep625_spelling() {
+        let err = parse_claimed_filename(&claim("foo-2", "foo-2-1.tar.gz")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the sdist filename \"foo-2-1.tar.gz\" does not read as project \"foo-2\": the \
+             version is taken to start at the first '-' followed by a digit; upload it as \
+             \"foo_2-1.tar.gz\" (its PEP 625 name)"
+        );
+        let err = parse_claimed_filename(&claim(
+            "python-3parclient",
+            "python-3parclient-4.2.12.tar.gz",
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"python_3parclient-4.2.12.tar.gz\""),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -53,9 +53,12 @@ impl From<std::io::Error> for ApiError {
 impl From<UploadError> for ApiError {
     fn from(err: UploadError) -> Self {
         match err {
-            UploadError::AlreadyExists { .. } => Self::new(Status::Conflict, err.to_string()),
+            UploadError::AlreadyExists { .. } | UploadError::OutsideUploadDir { .. } => {
+                Self::new(Status::Conflict, err.to_string())
+            }
             UploadError::Io(io) => Self::internal("storing an upload", io),
             UploadError::InvalidFilename(_)
+            | UploadError::AmbiguousSdistName { .. }
             | UploadError::ProjectMismatch { .. }
             | UploadError::DigestMismatch { .. } => Self::bad_request(err.to_string()),
         }

@@ -197,7 +197,7 @@ mod tests {
 
     fn file(filename: &str, size: u64) -> Arc<DistFile> {
         Arc::new(DistFile {
-            name: DistFilename::parse(filename, None).unwrap(),
+            name: DistFilename::parse(filename).unwrap(),
             path: format!("/packages/{filename}").into(),
             relative_path: filename.to_owned(),
             identity: FileIdentity {

@@ -319,17 +319,18 @@ pub(crate) async fn project_json(
     })
     .await?;
     let files = with_details(&app.index, listed).await?;
-    let Some((latest, _)) = files.last() else {
+    if files.is_empty() {
         return Err(ApiError::new(
             Status::NotFound,
             format!("project {name:?} not found"),
         ));
-    };
-    let latest_version = latest.name.version().to_owned();
-    let mut releases: std::collections::BTreeMap<String, Vec<ReleaseFile>> = Default::default();
+    }
+    // One release per PEP 440 version (`1.0` and `01.0` are one), keyed as PEP 440 spells it.
+    let mut by_version: std::collections::BTreeMap<&pep440_rs::Version, Vec<ReleaseFile>> =
+        Default::default();
     for (file, details) in &files {
-        releases
-            .entry(file.name.version().to_owned())
+        by_version
+            .entry(file.name.parsed_version())
             .or_default()
             .push(ReleaseFile {
                 filename: file.name.filename().to_owned(),
@@ -344,6 +345,15 @@ pub(crate) async fn project_json(
                 upload_time_iso_8601: render::upload_time(file.identity.modified),
             });
     }
+    // The files come in version order: the last release is the latest.
+    let latest_version = by_version
+        .keys()
+        .next_back()
+        .map_or_else(String::new, ToString::to_string);
+    let releases: std::collections::BTreeMap<String, Vec<ReleaseFile>> = by_version
+        .into_iter()
+        .map(|(version, files)| (version.to_string(), files))
+        .collect();
     let urls = releases.get(&latest_version);
     let body = serde_json::json!({
         "info": {"name": name.as_str(), "version": latest_version},

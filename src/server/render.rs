@@ -177,7 +177,7 @@ struct FileJson<'a> {
 struct ProjectJson<'a> {
     meta: Meta,
     name: &'a str,
-    versions: Vec<&'a str>,
+    versions: Vec<String>,
     files: Vec<FileJson<'a>>,
 }
 
@@ -196,16 +196,15 @@ pub(crate) fn project_json(project: &ProjectName, files: &[FileEntry<'_>]) -> St
         Some(sha) => MetadataFlag::Hashes(BTreeMap::from([("sha256", sha.clone())])),
         None => MetadataFlag::Absent(false),
     };
-    let mut versions: Vec<(&pep440_rs::Version, &str)> = files
-        .iter()
-        .map(|e| (e.file.name.parsed_version(), e.file.name.version()))
-        .collect();
+    // As PEP 440 spells them, one per version however many spellings the files use.
+    let mut versions: Vec<&pep440_rs::Version> =
+        files.iter().map(|e| e.file.name.parsed_version()).collect();
     versions.sort();
-    versions.dedup_by(|a, b| a.0 == b.0);
+    versions.dedup();
     let detail = ProjectJson {
         meta: META,
         name: project.as_str(),
-        versions: versions.into_iter().map(|(_, v)| v).collect(),
+        versions: versions.into_iter().map(ToString::to_string).collect(),
         files: files
             .iter()
             .map(|entry| FileJson {
