@@ -56,6 +56,7 @@ permission_guard!(
     CanDownload,
     Action::Download
 );
+
 /// Passes when the request is not a browser's cross-site one and uploads and removals are
 /// open or the credentials allow them.
 pub(crate) struct CanUpdate;
