@@ -1280,6 +1280,255 @@ fn protected_actions_without_any_credentials_are_refused() {
     assert!(app.stored().is_empty());
 }
 
+#[test]
+fn a_des_crypt_hash_is_not_a_password() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    // What `htpasswd -nbd dave secret` writes, next to a usable line.
+    std::fs::write(
+        file.path(),
+        "dave:abhWCwoTZY2c6\ncarol:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=\n",
+    )
+    .unwrap();
+    let app = TestApp::with_args(&["-P", file.path().to_str().unwrap(), "-a", "list"]);
+    let as_user = |user, password| {
+        app.get_with("/simple/", &[("Authorization", &basic(user, password))])
+            .status()
+    };
+    assert_eq!(as_user("dave", "abhWCwoTZY2c6"), Status::Forbidden);
+    assert_eq!(as_user("carol", "test"), Status::Ok);
+}
+
+#[test]
+fn a_deleted_password_file_lets_nobody_in_until_it_is_back() {
+    let (app, file) = htpasswd_app("list");
+    let alice = basic("alice", "s3cret");
+    let status = || {
+        app.get_with("/simple/", &[("Authorization", &alice)])
+            .status()
+    };
+    assert_eq!(status(), Status::Ok);
+    let text = std::fs::read(file.path()).unwrap();
+    std::fs::remove_file(file.path()).unwrap();
+    assert_eq!(status(), Status::Forbidden);
+    assert_eq!(status(), Status::Forbidden);
+    std::fs::write(file.path(), text).unwrap();
+    assert_eq!(status(), Status::Ok);
+}
+
+/// A burst of bcrypt checks must leave the blocking threads that downloads read files with:
+/// here the pool has room for every bcrypt lane plus a few, and 24 wrong passwords per lane
+/// arrive at once. Before the lanes were bounded, the download's file reads queued behind
+/// nearly all of them (2 CPUs: 380 ms of a 460 ms burst; now under 3 ms of 300 ms).
+#[test]
+fn a_burst_of_wrong_passwords_does_not_hold_up_downloads() {
+    use rocket::local::asynchronous::Client as AsyncClient;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let passwords = dir.path().join("htpasswd");
+    std::fs::write(
+        &passwords,
+        format!("alice:{}\n", bcrypt::hash("s3cret", 8).unwrap()),
+    )
+    .unwrap();
+    let packages = dir.path().join("packages");
+    std::fs::create_dir(&packages).unwrap();
+    let file = sdist("demo-pkg", "1.0", None);
+    std::fs::write(packages.join("demo_pkg-1.0.tar.gz"), &file).unwrap();
+    let config = config(
+        &["-P", passwords.to_str().unwrap(), "-a", "update"],
+        &packages,
+    );
+    let lanes = wheelhouse::auth::slow_check_lanes();
+    let guesses = 24 * lanes;
+    let (statuses, burst, download) = rocket::tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(lanes + 4)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let client = AsyncClient::tracked(wheelhouse::server::build(&config).unwrap())
+                .await
+                .unwrap();
+            let started = Instant::now();
+            let requests = futures_util::future::join_all((0..guesses).map(|i| {
+                client
+                    .post("/")
+                    .header(ContentType::Form)
+                    .header(Header::new(
+                        "Authorization",
+                        basic("alice", &format!("guess{i}")),
+                    ))
+                    .body(":action=remove_pkg&name=demo-pkg&version=1.0")
+                    .dispatch()
+            }));
+            let burst = async {
+                let statuses: Vec<Status> = requests.await.iter().map(|r| r.status()).collect();
+                (statuses, started.elapsed())
+            };
+            let download = async {
+                // Once every guess waits for its bcrypt.
+                rocket::tokio::time::sleep(Duration::from_millis(20)).await;
+                let asked = Instant::now();
+                let resp = client.get("/packages/demo_pkg-1.0.tar.gz").dispatch().await;
+                assert_eq!(resp.status(), Status::Ok);
+                assert_eq!(resp.into_bytes().await.unwrap(), file);
+                asked.elapsed()
+            };
+            let ((statuses, burst), download) = rocket::tokio::join!(burst, download);
+            (statuses, burst, download)
+        });
+    assert!(
+        statuses.iter().all(|s| *s == Status::Forbidden),
+        "{statuses:?}"
+    );
+    assert!(
+        download < burst / 4,
+        "the download took {download:?} while {guesses} guesses took {burst:?}"
+    );
+    assert!(packages.join("demo_pkg-1.0.tar.gz").exists());
+}
+
+// ---- browsers: cross-site requests ----
+
+/// A POST as a browser sends it from a page whose origin is `origin`, to this server as `host`.
+fn browser_remove<'c>(
+    app: &'c TestApp,
+    host: &str,
+    browser_headers: &[(&'static str, &str)],
+    version: &str,
+) -> LocalResponse<'c> {
+    let mut req = app.client.post("/").header(ContentType::Form).body(format!(
+        ":action=remove_pkg&name=demo-pkg&version={version}"
+    ));
+    req.inner_mut()
+        .set_host(rocket::http::uri::Host::parse_owned(host.to_owned()).unwrap());
+    for (name, value) in browser_headers {
+        req = req.header(Header::new(*name, value.to_string()));
+    }
+    req.dispatch()
+}
+
+#[test]
+fn cross_site_posts_are_refused_and_remove_nothing() {
+    let app = TestApp::open();
+    for version in ["1.0", "2.0", "3.0"] {
+        assert_eq!(
+            app.upload_wheel("demo-pkg", version, None).status(),
+            Status::Ok
+        );
+    }
+    let all = app.stored();
+    for headers in [
+        vec![("Origin", "http://evil.example")],
+        vec![
+            ("Origin", "http://evil.example"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+        vec![("Sec-Fetch-Site", "cross-site")],
+        vec![("Origin", "http://localhost:9999")],
+        vec![("Origin", "null")],
+    ] {
+        let resp = browser_remove(&app, "localhost:8080", &headers, "1.0");
+        assert_eq!(resp.status(), Status::Forbidden, "{headers:?}");
+        let body = resp.into_string().unwrap();
+        assert!(body.starts_with("cross-site request refused"), "{body}");
+        if let [("Origin", origin)] = headers[..] {
+            assert!(body.contains(&format!("{origin:?}")), "{body}");
+        }
+    }
+    assert_eq!(app.stored(), all);
+    // A multipart upload from another site is refused the same way.
+    let bytes = wheel("demo-pkg", "4.0", None);
+    let (content_type, body) = multipart(
+        &upload_fields("demo-pkg", "4.0", &sha256_hex(&bytes)),
+        Some((&wheel_filename("demo-pkg", "4.0"), &bytes)),
+    );
+    let resp = app
+        .client
+        .post("/")
+        .header(ContentType::parse_flexible(&content_type).unwrap())
+        .header(Header::new("Origin", "https://evil.example"))
+        .body(body)
+        .dispatch();
+    assert_eq!(resp.status(), Status::Forbidden);
+    assert_eq!(app.stored(), all);
+
+    // This server's own page, and twine, which sends neither header.
+    let same_origin = [
+        ("Origin", "http://localhost:8080"),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
+    let resp = browser_remove(&app, "localhost:8080", &same_origin, "1.0");
+    assert_eq!(resp.status(), Status::Ok);
+    let resp = browser_remove(&app, "localhost:8080", &[], "2.0");
+    assert_eq!(resp.status(), Status::Ok);
+    assert_eq!(app.stored(), vec![wheel_filename("demo-pkg", "3.0")]);
+}
+
+#[test]
+fn behind_a_proxy_the_base_url_is_this_server_s_origin() {
+    let app = TestApp::with_args(&[
+        "-P",
+        ".",
+        "-a",
+        ".",
+        "--server-base-url",
+        "https://pypi.example/",
+    ]);
+    assert_eq!(
+        app.upload_wheel("demo-pkg", "1.0", None).status(),
+        Status::Ok
+    );
+    let resp = browser_remove(
+        &app,
+        "10.0.0.5:8080",
+        &[("Origin", "https://evil.example")],
+        "1.0",
+    );
+    assert_eq!(resp.status(), Status::Forbidden);
+    let resp = browser_remove(
+        &app,
+        "10.0.0.5:8080",
+        &[("Origin", "https://pypi.example")],
+        "1.0",
+    );
+    assert_eq!(resp.status(), Status::Ok);
+    assert!(app.stored().is_empty());
+}
+
+#[test]
+fn cross_site_posts_are_refused_even_with_saved_credentials() {
+    let (app, _file) = htpasswd_app("update");
+    assert_eq!(
+        app.upload_wheel("demo-pkg", "1.0", Some(("alice", "s3cret")))
+            .status(),
+        Status::Ok
+    );
+    let alice = basic("alice", "s3cret");
+    let resp = browser_remove(
+        &app,
+        "localhost:8080",
+        &[("Origin", "http://evil.example"), ("Authorization", &alice)],
+        "1.0",
+    );
+    assert_eq!(resp.status(), Status::Forbidden);
+    assert_eq!(app.stored(), vec![wheel_filename("demo-pkg", "1.0")]);
+    // Wrong credentials still get the credentials' 403.
+    let resp = browser_remove(
+        &app,
+        "localhost:8080",
+        &[("Authorization", &basic("alice", "no"))],
+        "1.0",
+    );
+    assert_eq!(resp.status(), Status::Forbidden);
+    assert_eq!(
+        resp.into_string().unwrap(),
+        "access denied: these credentials may not do this\n"
+    );
+}
+
 // ---- XML-RPC search ----
 
 fn search_call(term: &str) -> String {

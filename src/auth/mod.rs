@@ -5,13 +5,26 @@
 //! bcrypt costs tens of milliseconds per check by design. A successful check is remembered,
 //! keyed by a digest of the credentials and the stored hash, so the cost is paid once per
 //! credential rather than once per request; the memory is bounded and dropped whenever the
-//! file changes, so a removed user or a changed password takes effect at once.
+//! file changes, so a removed user or a changed password takes effect at once. A failed check
+//! is never remembered: guessing must keep costing what bcrypt costs.
+//!
+//! A user name that is not in the file is checked against a decoy, the stored password of a
+//! user of the file's most common kind (bcrypt: its most common cost), so that an unknown user
+//! costs what a wrong password costs and the time of a 403 does not tell which names exist.
+//!
+//! bcrypt runs on the blocking pool, at most [`slow_check_lanes`] at once; the requests past
+//! that wait on a semaphore, which holds no thread, so a burst of guesses cannot take the
+//! blocking threads that downloads read files with.
+//!
+//! A password file that disappears or becomes unreadable grants nothing until it is back:
+//! keeping the users last read would go on admitting them after the file that named them is
+//! gone.
 
 pub mod htpasswd;
 
-use std::collections::HashSet;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
@@ -51,6 +64,13 @@ pub const ENV_PASSWORD: &str = "WHEELHOUSE_PASSWORD";
 
 /// How many verified credentials are remembered before the memory is emptied and refilled.
 const VERIFIED_CAPACITY: usize = 4096;
+
+/// How many bcrypt checks run at once: one per CPU. bcrypt is pure computation, so more at
+/// once than there are cores finish no sooner; they would only hold more blocking threads,
+/// which file reads and directory scans need too.
+pub fn slow_check_lanes() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -94,11 +114,58 @@ struct FileStamp {
     modified: Option<SystemTime>,
     len: u64,
     inode: u64,
+    /// The inode change time: a `chmod` that makes the file unreadable moves only this.
+    changed: (i64, i64),
 }
 
+#[derive(Default)]
 struct LoadedFile {
     stamp: Option<FileStamp>,
-    users: std::collections::HashMap<String, StoredPassword>,
+    users: HashMap<String, StoredPassword>,
+    /// What an unknown user's password is checked against, so that it costs what a known
+    /// user's wrong password costs. Its result is never used.
+    decoy: Option<StoredPassword>,
+    /// The file is gone or unreadable: its users are refused (and this was logged once).
+    unavailable: bool,
+}
+
+/// The stored password whose check costs what most users' checks cost: one of the most common
+/// kind, bcrypt entries told apart by cost. The smallest user name of that kind, so the choice
+/// does not change from one load to the next.
+fn pick_decoy(users: &HashMap<String, StoredPassword>) -> Option<StoredPassword> {
+    let kind = |stored: &StoredPassword| match stored {
+        StoredPassword::Bcrypt(_) => (0, stored.bcrypt_cost().unwrap_or(0)),
+        StoredPassword::Apr1 { .. } => (1, 0),
+        StoredPassword::Sha1(_) => (2, 0),
+        StoredPassword::Plain(_) => (3, 0),
+    };
+    let mut counts: HashMap<(u8, u32), usize> = HashMap::new();
+    for stored in users.values() {
+        *counts.entry(kind(stored)).or_default() += 1;
+    }
+    // On a tie, the costlier kind: the first kind (bcrypt) and the higher cost.
+    let (&common, _) = counts
+        .iter()
+        .max_by_key(|&(&(scheme, cost), &count)| (count, std::cmp::Reverse(scheme), cost))?;
+    users
+        .iter()
+        .filter(|(_, stored)| kind(stored) == common)
+        .min_by_key(|(name, _)| name.as_str())
+        .map(|(_, stored)| stored.clone())
+}
+
+/// A check whose bcrypt part is still to do.
+pub struct SlowCheck {
+    username: String,
+    password: String,
+    stored: StoredPassword,
+    /// False when `stored` is the decoy: the answer is then "denied" whatever bcrypt says.
+    known: bool,
+}
+
+enum Step {
+    Done(Verdict),
+    Slow(SlowCheck),
 }
 
 pub struct Authenticator {
@@ -107,6 +174,7 @@ pub struct Authenticator {
     static_user: Option<StaticUser>,
     loaded: Mutex<LoadedFile>,
     verified: Mutex<HashSet<[u8; 32]>>,
+    slow_lanes: Arc<tokio::sync::Semaphore>,
 }
 
 impl Authenticator {
@@ -121,11 +189,9 @@ impl Authenticator {
             protected,
             htpasswd,
             static_user,
-            loaded: Mutex::new(LoadedFile {
-                stamp: None,
-                users: Default::default(),
-            }),
+            loaded: Mutex::new(LoadedFile::default()),
             verified: Mutex::new(HashSet::new()),
+            slow_lanes: Arc::new(tokio::sync::Semaphore::new(slow_check_lanes())),
         };
         if let Some(path) = &auth.htpasswd {
             std::fs::read_to_string(path)
@@ -146,26 +212,24 @@ impl Authenticator {
     /// Re-reads the htpasswd file if it changed since it was last read. One `stat` per call.
     fn refresh(&self) {
         let Some(path) = &self.htpasswd else { return };
-        let stamp = std::fs::metadata(path).ok().map(|meta| {
+        let stamp = std::fs::metadata(path).map(|meta| {
             use std::os::unix::fs::MetadataExt;
             FileStamp {
                 modified: meta.modified().ok(),
                 len: meta.len(),
                 inode: meta.ino(),
+                changed: (meta.ctime(), meta.ctime_nsec()),
             }
         });
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if loaded.stamp == stamp && stamp.is_some() {
-            return;
-        }
+        let stamp = match stamp {
+            Ok(stamp) if loaded.stamp == Some(stamp) => return,
+            Ok(stamp) => stamp,
+            Err(err) => return self.lose_file(&mut loaded, path, &err),
+        };
         let parsed = match std::fs::read_to_string(path) {
             Ok(text) => Htpasswd::parse(&text),
-            Err(err) => {
-                // Keep serving with what was last read: a file being replaced by an editor is
-                // briefly absent, and locking everyone out for that moment helps nobody.
-                tracing::error!("cannot read password file {}: {err}", path.display());
-                return;
-            }
+            Err(err) => return self.lose_file(&mut loaded, path, &err),
         };
         for skipped in &parsed.skipped {
             tracing::warn!(
@@ -180,69 +244,142 @@ impl Authenticator {
             parsed.users.len(),
             path.display()
         );
-        loaded.stamp = stamp;
-        loaded.users = parsed.users;
+        *loaded = LoadedFile {
+            stamp: Some(stamp),
+            decoy: pick_decoy(&parsed.users),
+            users: parsed.users,
+            unavailable: false,
+        };
+        self.forget_verified();
+    }
+
+    /// The password file cannot be read: its users are refused until it can. Keeping the last
+    /// users instead would let in, for as long as the process lives, whoever the file no longer
+    /// names; an editor that briefly removes the file costs a few refused requests at most.
+    fn lose_file(&self, loaded: &mut LoadedFile, path: &Path, err: &std::io::Error) {
+        if !loaded.unavailable {
+            tracing::error!(
+                "cannot read password file {}: {err}; refusing its users until it is back",
+                path.display()
+            );
+        }
+        loaded.unavailable = true;
+        loaded.stamp = None;
+        loaded.users.clear();
+        self.forget_verified();
+    }
+
+    fn forget_verified(&self) {
         self.verified
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
     }
 
+    /// Checks an `Authorization` header value on the blocking pool, bcrypt behind the
+    /// [`slow_check_lanes`] semaphore.
+    pub async fn check_async(self: Arc<Self>, authorization: Option<String>) -> Verdict {
+        use tokio::task::spawn_blocking;
+        let auth = Arc::clone(&self);
+        let step = spawn_blocking(move || auth.begin(authorization.as_deref())).await;
+        let slow = match step {
+            Ok(Step::Done(verdict)) => return verdict,
+            Ok(Step::Slow(slow)) => slow,
+            Err(_) => return Verdict::Denied,
+        };
+        // Waiting here holds no thread; the permit travels with the work, so a request whose
+        // client has gone still counts until its bcrypt is done.
+        let Ok(permit) = Arc::clone(&self.slow_lanes).acquire_owned().await else {
+            return Verdict::Denied;
+        };
+        spawn_blocking(move || {
+            let verdict = self.finish(slow);
+            drop(permit);
+            verdict
+        })
+        .await
+        .unwrap_or(Verdict::Denied)
+    }
+
     /// Checks an `Authorization` header value. Blocking (bcrypt): run it off the runtime.
     pub fn check(&self, authorization: Option<&str>) -> Verdict {
+        match self.begin(authorization) {
+            Step::Done(verdict) => verdict,
+            Step::Slow(slow) => self.finish(slow),
+        }
+    }
+
+    /// Everything but bcrypt: the environment user, the file's fast schemes and the memory of
+    /// verified credentials. Blocking (a `stat`, and a read when the file changed).
+    fn begin(&self, authorization: Option<&str>) -> Step {
         let Some((username, password)) = authorization.and_then(parse_basic) else {
-            return Verdict::Missing;
+            return Step::Done(Verdict::Missing);
         };
         if let Some(user) = &self.static_user {
             if constant_time_eq(&username, &user.username)
                 && constant_time_eq(&password, &user.password)
             {
-                return Verdict::Allowed(username);
+                return Step::Done(Verdict::Allowed(username));
             }
         }
         self.refresh();
-        let stored = {
+        let (stored, known) = {
             let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-            loaded.users.get(&username).cloned()
+            match loaded.users.get(&username) {
+                Some(stored) => (stored.clone(), true),
+                None => match &loaded.decoy {
+                    Some(decoy) => (decoy.clone(), false),
+                    None => return Step::Done(Verdict::Denied),
+                },
+            }
         };
-        let Some(stored) = stored else {
-            return Verdict::Denied;
+        let check = SlowCheck {
+            username,
+            password,
+            stored,
+            known,
         };
-        if !stored.is_slow() {
-            return if stored.verify(&password) {
-                Verdict::Allowed(username)
-            } else {
-                Verdict::Denied
-            };
+        if !check.stored.is_slow() {
+            return Step::Done(self.finish(check));
         }
-        let key = verification_key(&username, &password, &stored);
-        if self
-            .verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&key)
+        if known
+            && self
+                .verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&verification_key(&check))
         {
-            return Verdict::Allowed(username);
+            return Step::Done(Verdict::Allowed(check.username));
         }
-        if !stored.verify(&password) {
+        Step::Slow(check)
+    }
+
+    /// The password check itself, remembered when it succeeds and is worth remembering.
+    fn finish(&self, check: SlowCheck) -> Verdict {
+        // The decoy is checked like a real entry, for its time only.
+        let matches = check.stored.verify(&check.password);
+        if !(matches && check.known) {
             return Verdict::Denied;
         }
-        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if verified.len() >= VERIFIED_CAPACITY {
-            verified.clear();
+        if check.stored.is_slow() {
+            let key = verification_key(&check);
+            let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+            verified.insert(key);
         }
-        verified.insert(key);
-        Verdict::Allowed(username)
+        Verdict::Allowed(check.username)
     }
 }
 
 /// The stored hash is part of the key, so a changed password can never match an old entry.
-fn verification_key(username: &str, password: &str, stored: &StoredPassword) -> [u8; 32] {
-    let StoredPassword::Bcrypt(hash) = stored else {
+fn verification_key(check: &SlowCheck) -> [u8; 32] {
+    let StoredPassword::Bcrypt(hash) = &check.stored else {
         return [0; 32];
     };
     let mut hasher = Sha256::new();
-    for part in [username, password, hash] {
+    for part in [&check.username, &check.password, hash] {
         hasher.update((part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());
     }
@@ -268,6 +405,7 @@ pub fn parse_basic(header: &str) -> Option<(String, String)> {
 mod tests {
     use super::*;
     use base64::Engine;
+    use std::time::{Duration, Instant};
 
     fn basic(user: &str, password: &str) -> String {
         format!(
@@ -310,6 +448,125 @@ mod tests {
         );
     }
 
+    fn median_check_time(auth: &Authenticator, header: &str, runs: usize) -> Duration {
+        let mut times: Vec<Duration> = (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                assert_eq!(auth.check(Some(header)), Verdict::Denied, "{header}");
+                start.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[runs / 2]
+    }
+
+    #[test]
+    fn unknown_user_costs_what_a_wrong_password_costs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        let hashes: Vec<String> = ["one", "two"]
+            .iter()
+            .map(|pw| bcrypt::hash(pw, 8).unwrap())
+            .collect();
+        std::fs::write(
+            &path,
+            format!("alice:{}\nbob:{}\ncarol:plain\n", hashes[0], hashes[1]),
+        )
+        .unwrap();
+        let auth = Authenticator::new(HashSet::from([Action::Update]), Some(path), None).unwrap();
+        // The same unknown name every time: a remembered refusal would make repeats cheap.
+        let wrong = median_check_time(&auth, &basic("alice", "guess"), 5);
+        let unknown = median_check_time(&auth, &basic("mallory", "guess"), 5);
+        assert!(
+            unknown.as_secs_f64() >= 0.5 * wrong.as_secs_f64(),
+            "unknown user {unknown:?}, wrong password {wrong:?}"
+        );
+        // Not even the decoy's own password lets an unknown name in.
+        assert_eq!(auth.check(Some(&basic("mallory", "one"))), Verdict::Denied);
+    }
+
+    #[test]
+    fn the_decoy_is_of_the_most_common_kind() {
+        let users = |entries: &[(&str, StoredPassword)]| -> HashMap<String, StoredPassword> {
+            entries
+                .iter()
+                .map(|(name, stored)| ((*name).to_owned(), stored.clone()))
+                .collect()
+        };
+        let cost = |c: u32| StoredPassword::Bcrypt(format!("$2y${c:02}$abcdefghijklmnopqrstuv"));
+        let apr1 = StoredPassword::Apr1 {
+            salt: "s".into(),
+            hash: "h".into(),
+        };
+        assert_eq!(pick_decoy(&HashMap::new()), None);
+        assert_eq!(
+            pick_decoy(&users(&[("a", cost(5)), ("b", cost(10)), ("c", cost(10))])),
+            Some(cost(10))
+        );
+        assert_eq!(
+            pick_decoy(&users(&[
+                ("a", apr1.clone()),
+                ("b", apr1.clone()),
+                ("c", cost(12))
+            ])),
+            Some(apr1.clone())
+        );
+        // A tie goes to the costlier check.
+        assert_eq!(
+            pick_decoy(&users(&[("a", apr1), ("b", cost(5)), ("c", cost(7))])),
+            Some(cost(7))
+        );
+    }
+
+    #[test]
+    fn a_deleted_password_file_grants_nothing_until_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        let hash = bcrypt::hash("one", 4).unwrap();
+        let text = format!("alice:{hash}\nbob:plain\n");
+        std::fs::write(&path, &text).unwrap();
+        let auth = Authenticator::new(
+            HashSet::from([Action::Update]),
+            Some(path.clone()),
+            Some(StaticUser {
+                username: "svc".into(),
+                password: "env".into(),
+            }),
+        )
+        .unwrap();
+        let alice = basic("alice", "one");
+        assert_eq!(auth.check(Some(&alice)), Verdict::Allowed("alice".into()));
+        std::fs::remove_file(&path).unwrap();
+        // Remembered verifications go with the file.
+        assert_eq!(auth.check(Some(&alice)), Verdict::Denied);
+        assert_eq!(auth.check(Some(&basic("bob", "plain"))), Verdict::Denied);
+        // The environment's user does not come from the file.
+        assert_eq!(
+            auth.check(Some(&basic("svc", "env"))),
+            Verdict::Allowed("svc".into())
+        );
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(auth.check(Some(&alice)), Verdict::Allowed("alice".into()));
+    }
+
+    #[test]
+    fn an_unreadable_password_file_grants_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, "bob:plain\n").unwrap();
+        let auth =
+            Authenticator::new(HashSet::from([Action::Update]), Some(path.clone()), None).unwrap();
+        let bob = basic("bob", "plain");
+        assert_eq!(auth.check(Some(&bob)), Verdict::Allowed("bob".into()));
+        // A path that `stat` finds and no one, root included, can read as a file.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert_eq!(auth.check(Some(&bob)), Verdict::Denied);
+        std::fs::remove_dir(&path).unwrap();
+        std::fs::write(&path, "bob:plain\n").unwrap();
+        assert_eq!(auth.check(Some(&bob)), Verdict::Allowed("bob".into()));
+    }
+
     #[test]
     fn static_user_and_missing_credentials() {
         let auth = Authenticator::new(
@@ -341,5 +598,41 @@ mod tests {
         .err()
         .unwrap();
         assert!(err.contains("/nonexistent/htpasswd"), "{err}");
+    }
+
+    mod properties {
+        use super::super::*;
+        use base64::Engine;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn parse_basic_never_panics(header in any::<String>()) {
+                let _ = parse_basic(&header);
+            }
+
+            #[test]
+            fn parse_basic_never_panics_on_basic_like_text(
+                header in "[bB][aA][sS][iI][cC] {0,2}[A-Za-z0-9+/=]{0,40}"
+            ) {
+                let _ = parse_basic(&header);
+            }
+
+            #[test]
+            fn parse_basic_round_trips(
+                user in "[^:\\x00]{0,16}",
+                password in any::<String>(),
+                scheme in "[bB][aA][sS][iI][cC]",
+            ) {
+                let encoded = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{user}:{password}"));
+                prop_assert_eq!(
+                    parse_basic(&format!("{scheme} {encoded}")),
+                    Some((user, password))
+                );
+            }
+        }
     }
 }

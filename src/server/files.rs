@@ -314,4 +314,47 @@ mod tests {
         assert_eq!(parse_range(Some("items=0-1"), 10), Full);
         assert_eq!(parse_range(Some("bytes=5-2"), 10), Full);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn assert_within(range: RangeRequest, len: u64) -> Result<(), TestCaseError> {
+            if let RangeRequest::Partial { start, end } = range {
+                prop_assert!(start <= end && end < len, "{start}-{end} of {len}");
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_header_gives_a_range_inside_the_file(header in any::<String>(), len in any::<u64>()) {
+                assert_within(parse_range(Some(&header), len), len)?;
+            }
+
+            #[test]
+            fn range_like_headers_give_ranges_inside_the_file(
+                header in "bytes= ?[0-9]{0,21} ?- ?[0-9]{0,21}",
+                len in prop_oneof![0u64..64, any::<u64>()],
+            ) {
+                assert_within(parse_range(Some(&header), len), len)?;
+            }
+
+            #[test]
+            fn a_range_inside_the_file_is_served_as_asked(
+                len in 1u64..,
+                a in any::<u64>(),
+                b in any::<u64>(),
+            ) {
+                let (start, end) = (a % len, b % len);
+                let (start, end) = (start.min(end), start.max(end));
+                prop_assert_eq!(
+                    parse_range(Some(&format!("bytes={start}-{end}")), len),
+                    RangeRequest::Partial { start, end }
+                );
+            }
+        }
+    }
 }

@@ -90,7 +90,6 @@ fn unauthorized() -> Challenge {
 #[catch(default)]
 fn other_error(status: Status, _: &Request<'_>) -> (Status, String) {
     let reason = match status.code {
-        403 => "access denied: these credentials may not do this",
         404 => "not found",
         406 => "none of the media types in Accept can be served: use application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html or text/html",
         _ => status.reason().unwrap_or("error"),
@@ -206,7 +205,7 @@ fn build_with(
                 rpc::rpc,
             ],
         )
-        .register("/", catchers![unauthorized, other_error]))
+        .register("/", catchers![unauthorized, guards::forbidden, other_error]))
 }
 
 /// Runs the server until SIGTERM or Ctrl-C, then gives in-flight requests the grace period.
