@@ -1582,3 +1582,79 @@ fn rpc_search_needs_list_permission() {
     let resp = app.client.post("/RPC2").body(search_call("x")).dispatch();
     assert_eq!(resp.status(), Status::Unauthorized);
 }
+
+/// The process's umask, as the kernel reports it (reading it with `umask()` would change it
+/// for every thread of the test binary).
+fn current_umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Umask:"))
+        .expect("a Umask line");
+    u32::from_str_radix(field.trim(), 8).unwrap()
+}
+
+#[test]
+fn published_files_have_the_modes_the_umask_gives() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::open();
+    let resp = app.upload_wheel("modes", "1.0", None);
+    assert_eq!(resp.status(), Status::Ok);
+    let mode = std::fs::metadata(app.path(&wheel_filename("modes", "1.0")))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o666 & !current_umask(), "mode {mode:o}");
+}
+
+/// Bodies made of multipart's own pieces in any order, with junk between them: what a broken
+/// or hostile client sends.
+fn multipart_like_body() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let piece = prop_oneof![
+        Just(b"--XyZ\r\n".to_vec()),
+        Just(b"--XyZ--\r\n".to_vec()),
+        Just(b"--XyZ".to_vec()),
+        Just(b"\r\n".to_vec()),
+        Just(b"\r\n\r\n".to_vec()),
+        Just(b"Content-Disposition: form-data; name=\":action\"\r\n\r\nfile_upload".to_vec()),
+        Just(b"Content-Disposition: form-data; name=\":action\"\r\n\r\nremove_pkg".to_vec()),
+        Just(b"Content-Disposition: form-data; name=\"name\"\r\n\r\nfuzz".to_vec()),
+        Just(b"Content-Disposition: form-data; name=\"version\"\r\n\r\n1.0".to_vec()),
+        Just(
+            b"Content-Disposition: form-data; name=\"content\"; filename=\"fuzz-1.0.tar.gz\"\r\n"
+                .to_vec()
+        ),
+        Just(b"Content-Disposition: form-data; name=\"content\"\r\n".to_vec()),
+        Just(b"Content-Type: application/octet-stream\r\n".to_vec()),
+        Just(b"Content-Disposition: form-data; name=\"sha256_digest\"\r\n\r\n00".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    ];
+    proptest::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+    /// No multipart body, however broken, crashes the server or gets a 5xx; and whatever it
+    /// stored is a distribution file listed under its own project.
+    #[test]
+    fn any_multipart_body_gets_a_client_answer(body in multipart_like_body()) {
+        let app = TestApp::open();
+        let resp = app
+            .client
+            .post("/")
+            .header(ContentType::parse_flexible("multipart/form-data; boundary=XyZ").unwrap())
+            .body(body)
+            .dispatch();
+        let status = resp.status();
+        proptest::prop_assert!(status.code < 500, "status {status}");
+        drop(resp);
+        for name in app.stored() {
+            proptest::prop_assert!(!name.starts_with('.'), "left behind: {name}");
+            let page = app.get("/simple/fuzz/").into_string().unwrap_or_default();
+            proptest::prop_assert!(page.contains(&name), "{name} stored but not listed");
+        }
+    }
+}

@@ -104,9 +104,12 @@ impl<T: Send + 'static> Lane<T> {
 impl StagedUpload {
     /// Creates and locks the temp file and starts the lanes; must run inside the tokio runtime.
     pub fn create(dir: &Path) -> std::io::Result<Self> {
+        // A published file is an ordinary file of the directory: the umask decides who may read
+        // it (another UID, a backup agent, a static file server), not tempfile's private 0600.
         let temp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .suffix(".part")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(dir)?;
         super::lock::hold(temp.as_file())?;
         let file = temp.as_file().try_clone()?;
