@@ -1254,3 +1254,118 @@ fn symlinks_are_followed_only_inside_the_package_directories() {
         assert_eq!(resp.into_bytes().unwrap(), from_second, "{backend}");
     }
 }
+
+// ---- archives whose reading costs too much ----
+
+/// A wheel of demo-pkg 1.0 with `filler` tiny stored entries before its METADATA, so finding
+/// the METADATA means walking all of them.
+fn wheel_with_entries(filler: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(false);
+    for n in 0..filler {
+        zip.start_file(format!("d/{n}"), options).unwrap();
+    }
+    zip.start_file("demo_pkg-1.0.dist-info/METADATA", options)
+        .unwrap();
+    zip.write_all(common::metadata_text("demo-pkg", "1.0", None).as_bytes())
+        .unwrap();
+    zip.finish().unwrap().into_inner()
+}
+
+#[test]
+fn a_wheel_of_too_many_entries_is_refused_at_upload() {
+    let app = TestApp::open();
+    let bytes = wheel_with_entries(200_000);
+    let filename = wheel_filename("demo-pkg", "1.0");
+    let resp = app.post_form(
+        "/",
+        &upload_fields("demo-pkg", "1.0", &sha256_hex(&bytes)),
+        Some((&filename, &bytes)),
+        None,
+    );
+    assert_eq!(resp.status(), Status::BadRequest);
+    assert_eq!(
+        resp.into_string().unwrap(),
+        format!("{filename:?} is refused: the archive has 200001 entries; at most 100000 are accepted\n")
+    );
+    assert!(app.stored().is_empty(), "{:?}", app.stored());
+    // Under the limit, the same shape is accepted and its metadata served.
+    let bytes = wheel_with_entries(1_000);
+    let resp = app.post_form(
+        "/",
+        &upload_fields("demo-pkg", "1.0", &sha256_hex(&bytes)),
+        Some((&filename, &bytes)),
+        None,
+    );
+    assert_eq!(resp.status(), Status::Ok);
+    let resp = app.get(&format!("/packages/{filename}.metadata"));
+    assert_eq!(
+        resp.into_string().unwrap(),
+        common::metadata_text("demo-pkg", "1.0", None)
+    );
+}
+
+/// `n` requests for `uri` at once; their statuses and bodies.
+async fn all_at_once(
+    client: &rocket::local::asynchronous::Client,
+    uri: &str,
+    n: usize,
+) -> Vec<(Status, Vec<u8>)> {
+    let requests = (0..n).map(|_| async {
+        let resp = client.get(uri.to_owned()).dispatch().await;
+        (resp.status(), resp.into_bytes().await.unwrap_or_default())
+    });
+    futures_util::future::join_all(requests).await
+}
+
+#[rocket::async_test]
+async fn metadata_of_a_new_wheel_is_read_once_however_many_ask() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&["-P", ".", "-a", "."], dir.path());
+    let client =
+        rocket::local::asynchronous::Client::tracked(wheelhouse::server::build(&config).unwrap())
+            .await
+            .unwrap();
+    let index = &client
+        .rocket()
+        .state::<wheelhouse::server::App>()
+        .unwrap()
+        .index;
+    let expected = common::metadata_text("demo-pkg", "1.0", None).into_bytes();
+    let wheel_name = wheel_filename("demo-pkg", "1.0");
+    std::fs::write(dir.path().join(&wheel_name), wheel_with_entries(50_000)).unwrap();
+    let uri = format!("/packages/{wheel_name}.metadata");
+    for (status, body) in all_at_once(&client, &uri, 8).await {
+        assert_eq!(status, Status::Ok);
+        assert_eq!(body, expected);
+    }
+    assert_eq!(index.cache().reads(), 1, "one read for eight requests");
+    for (status, body) in all_at_once(&client, &uri, 4).await {
+        assert_eq!((status, body), (Status::Ok, expected.clone()));
+    }
+    let resp = client.get("/simple/demo-pkg/").dispatch().await;
+    assert_eq!(resp.status(), Status::Ok);
+    assert_eq!(index.cache().reads(), 1, "the listing reuses what was read");
+
+    // Placed by hand past the limits: read once too, and served without metadata.
+    let huge_name = wheel_filename("demo-pkg", "2.0");
+    std::fs::write(dir.path().join(&huge_name), wheel_with_entries(200_000)).unwrap();
+    let uri = format!("/packages/{huge_name}.metadata");
+    for (status, _) in all_at_once(&client, &uri, 8).await {
+        assert_eq!(status, Status::NotFound);
+    }
+    assert_eq!(index.cache().reads(), 2);
+    assert_eq!(
+        client.get(uri.clone()).dispatch().await.status(),
+        Status::NotFound
+    );
+    assert_eq!(index.cache().reads(), 2);
+    let resp = client
+        .get(format!("/packages/{huge_name}"))
+        .dispatch()
+        .await;
+    assert_eq!(resp.status(), Status::Ok);
+}

@@ -8,6 +8,7 @@
 //! file (digests, metadata) is remembered per file version in a [`FileInfoCache`], so no file
 //! is ever hashed twice.
 
+pub mod archive;
 mod cache;
 pub mod consistent;
 pub mod metadata;
@@ -377,6 +378,35 @@ impl Index {
             }
         }
         described
+    }
+
+    /// A wheel's METADATA (PEP 658), or `None` for a file that has none. The first request
+    /// for a file version walks its archive (once, however many ask at once); later ones
+    /// read the bytes where that walk found them.
+    pub fn core_metadata(&self, file: &DistFile) -> std::io::Result<Option<Vec<u8>>> {
+        let mut file = file.clone();
+        // A second try for a file replaced between its `stat` and the read.
+        for _ in 0..2 {
+            let details = match self.cache.details(&file) {
+                Ok(details) => details,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(err) => {
+                    self.unreadable.skip(&file.path, &err);
+                    return Ok(None);
+                }
+            };
+            let Some(at) = details.core_metadata_at else {
+                return Ok(None);
+            };
+            if let Some(bytes) = metadata::wheel_metadata_at(&file.path, &file.identity, &at)? {
+                return Ok(Some(bytes));
+            }
+            let Some(now) = self.as_on_disk(&Arc::new(file.clone()))? else {
+                return Ok(None);
+            };
+            file = DistFile::clone(&now);
+        }
+        Ok(None)
     }
 
     pub fn cache(&self) -> &FileInfoCache {

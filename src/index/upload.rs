@@ -179,6 +179,11 @@ pub enum UploadError {
         claimed: String,
         actual: String,
     },
+    #[error("{filename:?} is refused: {source}")]
+    Archive {
+        filename: String,
+        source: super::archive::ArchiveError,
+    },
     #[error("file {filename:?} already exists")]
     AlreadyExists { filename: String },
     #[error("storing the upload: {0}")]
@@ -213,6 +218,14 @@ impl Index {
                     });
                 }
             }
+        }
+        if name.kind() == crate::names::DistKind::Wheel {
+            super::metadata::check_wheel_archive(received.temp.path()).map_err(|source| {
+                UploadError::Archive {
+                    filename: claim.filename.clone(),
+                    source,
+                }
+            })?;
         }
         let target = self.upload_dir().join(name.filename());
         let already_exists = || UploadError::AlreadyExists {

@@ -16,7 +16,7 @@ use super::guards::{CanDownload, CanList, PageFormat, TrailingSlash};
 use super::page_cache::PageBytes;
 use super::render::{self, encode_path, FileEntry};
 use super::App;
-use crate::index::{metadata, DistFile, FileDetails, Index, Snapshot};
+use crate::index::{DistFile, FileDetails, Index, Snapshot};
 use crate::names::{is_normalized, DistKind, ProjectName};
 
 /// A simple page in the negotiated format.
@@ -236,9 +236,7 @@ pub(crate) async fn download(
         let wheel = wheel.to_owned();
         let bytes = blocking(move || -> std::io::Result<Option<Vec<u8>>> {
             match index.find(&wheel)? {
-                Some(file) if file.name.kind() == DistKind::Wheel => {
-                    Ok(metadata::wheel_metadata(&file.path).ok())
-                }
+                Some(file) if file.name.kind() == DistKind::Wheel => index.core_metadata(&file),
                 _ => Ok(None),
             }
         })
