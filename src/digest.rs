@@ -167,7 +167,7 @@ pub fn hex_digest(algo: HashAlgo, bytes: &[u8]) -> String {
 /// Reads a file once and returns its digest for each of `algos`, in the same order.
 pub fn hash_file(path: &Path, algos: &[HashAlgo]) -> std::io::Result<Vec<String>> {
     let mut hashers: Vec<Hasher> = algos.iter().map(|a| a.hasher()).collect();
-    let mut file = std::fs::File::open(path)?;
+    let mut file = crate::index::open_regular(path)?;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = file.read(&mut buf)?;

@@ -1658,3 +1658,372 @@ proptest::proptest! {
         }
     }
 }
+
+// ---- odd files on disk ----
+
+/// Sets a file's mtime to `secs` since 1970 (negative: before), without following a symlink.
+fn set_mtime(path: &Path, secs: i64) {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let time = libc::timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    let times = [time, time];
+    // SAFETY: a valid NUL-terminated path and two timespecs, as utimensat(2) wants.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), 0) };
+    assert_eq!(rc, 0, "utimensat: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn files_dated_before_1970_are_listed_and_served() {
+    let app = TestApp::open();
+    let old = wheel_filename("old-pkg", "1.0");
+    app.put(&old, &wheel("old-pkg", "1.0", None));
+    app.put("old_pkg-2.0.tar.gz", &sdist("old-pkg", "2.0", None));
+    set_mtime(&app.path(&old), -300_000_000); // 1960
+    for uri in ["/simple/old-pkg/", "/packages/", "/old-pkg/json"] {
+        assert_eq!(app.get(uri).status(), Status::Ok, "{uri}");
+    }
+    let resp = app.get_with("/simple/old-pkg/", &[("Accept", JSON)]);
+    assert_eq!(resp.status(), Status::Ok);
+    let json: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+    assert_eq!(
+        json["files"][0]["upload-time"],
+        "1960-06-29T18:40:00.000000Z"
+    );
+    let resp = app.get(&format!("/packages/{old}"));
+    assert_eq!(resp.status(), Status::Ok);
+    // No HTTP-date can say when it was written: better no Last-Modified than a wrong one,
+    // and no If-Modified-Since can match it.
+    assert_eq!(header(&resp, "Last-Modified"), None);
+    let resp = app.get_with(
+        &format!("/packages/{old}"),
+        &[("If-Modified-Since", "Sun, 06 Nov 1994 08:49:37 GMT")],
+    );
+    assert_eq!(resp.status(), Status::Ok);
+    let resp = app.get("/packages/old_pkg-2.0.tar.gz");
+    assert!(header(&resp, "Last-Modified").is_some());
+}
+
+// ---- pypiserver's JSON API ----
+
+#[test]
+fn project_json_urls_are_absolute_and_download_the_file() {
+    let app = demo_app();
+    let resp = app.get_with("/demo-pkg/json", &[("Host", "pkgs.example:8080")]);
+    assert_eq!(resp.status(), Status::Ok);
+    let json: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+    let wheel_name = wheel_filename("demo-pkg", "1.0");
+    let url = json["urls"][0]["url"].as_str().unwrap().to_owned();
+    assert_eq!(
+        url,
+        format!("http://pkgs.example:8080/packages/{wheel_name}")
+    );
+    let path = url.strip_prefix("http://pkgs.example:8080").unwrap();
+    assert_eq!(
+        app.get(path).into_bytes().unwrap(),
+        std::fs::read(app.path(&wheel_name)).unwrap()
+    );
+    let older = json["releases"]["0.9"][0]["url"].as_str().unwrap();
+    assert_eq!(
+        older,
+        "http://pkgs.example:8080/packages/demo_pkg-0.9.tar.gz"
+    );
+
+    // Behind a proxy that terminates TLS, as pypiserver does.
+    let resp = app.get_with(
+        "/demo-pkg/json",
+        &[("Host", "pkgs.example"), ("X-Forwarded-Proto", "https")],
+    );
+    let json: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+    assert_eq!(
+        json["urls"][0]["url"],
+        format!("https://pkgs.example/packages/{wheel_name}")
+    );
+
+    let app = TestApp::with_args(&[
+        "-P",
+        ".",
+        "-a",
+        ".",
+        "--server-base-url",
+        "https://idx.example/py",
+    ]);
+    app.put(&wheel_name, &wheel("demo-pkg", "1.0", None));
+    let resp = app.get_with("/demo-pkg/json", &[("Host", "internal:8080")]);
+    let json: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+    assert_eq!(
+        json["urls"][0]["url"],
+        format!("https://idx.example/py/packages/{wheel_name}")
+    );
+}
+
+// ---- entries that cannot be read, symlinks ----
+
+const BACKENDS: [&str; 3] = ["consistent-dir", "simple-dir", "cached-dir"];
+
+fn symlink(target: impl AsRef<Path>, link: &Path) {
+    std::os::unix::fs::symlink(target, link).unwrap();
+}
+
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) };
+    assert_eq!(rc, 0, "mkfifo: {}", std::io::Error::last_os_error());
+}
+
+/// Root reads a 0700 or 000 directory: permissions only simulate unreadability for others.
+fn permissions_apply() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() != 0 }
+}
+
+/// The link texts of a page, in order.
+fn links(body: &str) -> Vec<String> {
+    body.split("<a href=\"")
+        .skip(1)
+        .filter_map(|rest| Some(rest.split_once('>')?.1.split_once("</a>")?.0.to_owned()))
+        .collect()
+}
+
+#[test]
+fn entries_that_cannot_be_read_are_left_out_and_the_rest_is_served() {
+    for backend in BACKENDS {
+        let app = TestApp::with_args(&["-P", ".", "-a", ".", "--backend", backend]);
+        let wheel_name = wheel_filename("demo-pkg", "1.0");
+        app.put(&wheel_name, &wheel("demo-pkg", "1.0", None));
+        app.put("sub/demo_pkg-0.9.tar.gz", &sdist("demo-pkg", "0.9", None));
+        // A dist-named symlink loop, and a directory linked into itself.
+        symlink("demo_pkg-2.0.tar.gz", &app.path("demo_pkg-2.0.tar.gz"));
+        symlink(".", &app.path("sub/again"));
+        // A dangling link, a FIFO (opening it would block), a dist-named directory.
+        symlink("nowhere", &app.path("demo_pkg-3.0.tar.gz"));
+        mkfifo(&app.path("demo_pkg-4.0.tar.gz"));
+        std::fs::create_dir(app.path("demo_pkg-5.0.tar.gz")).unwrap();
+        if permissions_apply() {
+            use std::os::unix::fs::PermissionsExt;
+            app.put("lost+found/demo_pkg-7.0.tar.gz", b"unreachable");
+            app.put("demo_pkg-6.0.tar.gz", b"unreadable");
+            for name in ["lost+found", "demo_pkg-6.0.tar.gz"] {
+                std::fs::set_permissions(app.path(name), std::fs::Permissions::from_mode(0o000))
+                    .unwrap();
+            }
+        }
+        // Twice: what is logged or remembered the first time must not change the answer.
+        for _ in 0..2 {
+            let resp = app.get("/simple/");
+            assert_eq!(resp.status(), Status::Ok, "{backend}");
+            assert_eq!(
+                links(&resp.into_string().unwrap()),
+                ["demo-pkg"],
+                "{backend}"
+            );
+            let resp = app.get("/simple/demo-pkg/");
+            assert_eq!(resp.status(), Status::Ok, "{backend}");
+            assert_eq!(
+                links(&resp.into_string().unwrap()),
+                ["demo_pkg-0.9.tar.gz", wheel_name.as_str()],
+                "{backend}"
+            );
+            let resp = app.get("/packages/");
+            assert_eq!(resp.status(), Status::Ok, "{backend}");
+            assert_eq!(
+                links(&resp.into_string().unwrap()),
+                ["sub/demo_pkg-0.9.tar.gz", wheel_name.as_str()],
+                "{backend}"
+            );
+            let resp = app.get("/demo-pkg/json");
+            assert_eq!(resp.status(), Status::Ok, "{backend}");
+            let json: serde_json::Value =
+                serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+            let versions: Vec<&String> = json["releases"].as_object().unwrap().keys().collect();
+            assert_eq!(versions, ["0.9", "1.0"], "{backend}");
+        }
+        for version in ["2.0", "3.0", "4.0", "5.0", "6.0"] {
+            let uri = format!("/packages/demo_pkg-{version}.tar.gz");
+            assert_eq!(app.get(&uri).status(), Status::NotFound, "{backend} {uri}");
+        }
+        let resp = app.upload_wheel("fresh", "1.0", None);
+        assert_eq!(resp.status(), Status::Ok, "{backend}");
+        assert_eq!(app.get("/simple/fresh/").status(), Status::Ok, "{backend}");
+    }
+}
+
+#[test]
+fn symlinks_are_followed_only_inside_the_package_directories() {
+    for backend in BACKENDS {
+        let outside = tempfile::tempdir().unwrap();
+        let second = tempfile::tempdir().unwrap();
+        let secret = sdist("evil", "1.0", None);
+        for name in ["evil-1.0.tar.gz", "evil-2.0.tar.gz", "evil-3.0.tar.gz"] {
+            std::fs::write(outside.path().join(name), &secret).unwrap();
+        }
+        let store = second.path().join(".store");
+        std::fs::create_dir(&store).unwrap();
+        let from_second = sdist("fromsecond", "1.0", None);
+        std::fs::write(store.join("fromsecond-1.0.tar.gz"), &from_second).unwrap();
+
+        let second_root = second.path().to_str().unwrap();
+        let app = TestApp::with_args(&["-P", ".", "-a", ".", "--backend", backend, second_root]);
+        let inside = sdist("inside", "1.0", None);
+        app.put(".store/inside-1.0.tar.gz", &inside);
+        symlink(".store/inside-1.0.tar.gz", &app.path("inside-1.0.tar.gz"));
+        symlink(
+            store.join("fromsecond-1.0.tar.gz"),
+            &app.path("fromsecond-1.0.tar.gz"),
+        );
+        symlink(
+            outside.path().join("evil-1.0.tar.gz"),
+            &app.path("evil-1.0.tar.gz"),
+        );
+        std::fs::create_dir(app.path("sub")).unwrap();
+        symlink(
+            outside.path().join("evil-2.0.tar.gz"),
+            &app.path("sub/evil-2.0.tar.gz"),
+        );
+        // A directory link leading out: neither walked nor served through.
+        symlink(outside.path(), &app.path("linked"));
+
+        let resp = app.get("/packages/");
+        assert_eq!(resp.status(), Status::Ok, "{backend}");
+        assert_eq!(
+            links(&resp.into_string().unwrap()),
+            ["fromsecond-1.0.tar.gz", "inside-1.0.tar.gz"],
+            "{backend}"
+        );
+        assert_eq!(
+            app.get("/evil/json").status(),
+            Status::NotFound,
+            "{backend}"
+        );
+        for uri in [
+            "/packages/evil-1.0.tar.gz",
+            "/packages/sub/evil-2.0.tar.gz",
+            "/packages/linked/evil-3.0.tar.gz",
+        ] {
+            assert_eq!(app.get(uri).status(), Status::NotFound, "{backend} {uri}");
+        }
+        let resp = app.get("/packages/inside-1.0.tar.gz");
+        assert_eq!(resp.into_bytes().unwrap(), inside, "{backend}");
+        let resp = app.get("/packages/fromsecond-1.0.tar.gz");
+        assert_eq!(resp.into_bytes().unwrap(), from_second, "{backend}");
+    }
+}
+
+// ---- archives whose reading costs too much ----
+
+/// A wheel of demo-pkg 1.0 with `filler` tiny stored entries before its METADATA, so finding
+/// the METADATA means walking all of them.
+fn wheel_with_entries(filler: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(false);
+    for n in 0..filler {
+        zip.start_file(format!("d/{n}"), options).unwrap();
+    }
+    zip.start_file("demo_pkg-1.0.dist-info/METADATA", options)
+        .unwrap();
+    zip.write_all(common::metadata_text("demo-pkg", "1.0", None).as_bytes())
+        .unwrap();
+    zip.finish().unwrap().into_inner()
+}
+
+#[test]
+fn a_wheel_of_too_many_entries_is_refused_at_upload() {
+    let app = TestApp::open();
+    let bytes = wheel_with_entries(200_000);
+    let filename = wheel_filename("demo-pkg", "1.0");
+    let resp = app.post_form(
+        "/",
+        &upload_fields("demo-pkg", "1.0", &sha256_hex(&bytes)),
+        Some((&filename, &bytes)),
+        None,
+    );
+    assert_eq!(resp.status(), Status::BadRequest);
+    assert_eq!(
+        resp.into_string().unwrap(),
+        format!("{filename:?} is refused: the archive has 200001 entries; at most 100000 are accepted\n")
+    );
+    assert!(app.stored().is_empty(), "{:?}", app.stored());
+    // Under the limit, the same shape is accepted and its metadata served.
+    let bytes = wheel_with_entries(1_000);
+    let resp = app.post_form(
+        "/",
+        &upload_fields("demo-pkg", "1.0", &sha256_hex(&bytes)),
+        Some((&filename, &bytes)),
+        None,
+    );
+    assert_eq!(resp.status(), Status::Ok);
+    let resp = app.get(&format!("/packages/{filename}.metadata"));
+    assert_eq!(
+        resp.into_string().unwrap(),
+        common::metadata_text("demo-pkg", "1.0", None)
+    );
+}
+
+/// `n` requests for `uri` at once; their statuses and bodies.
+async fn all_at_once(
+    client: &rocket::local::asynchronous::Client,
+    uri: &str,
+    n: usize,
+) -> Vec<(Status, Vec<u8>)> {
+    let requests = (0..n).map(|_| async {
+        let resp = client.get(uri.to_owned()).dispatch().await;
+        (resp.status(), resp.into_bytes().await.unwrap_or_default())
+    });
+    futures_util::future::join_all(requests).await
+}
+
+#[rocket::async_test]
+async fn metadata_of_a_new_wheel_is_read_once_however_many_ask() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&["-P", ".", "-a", "."], dir.path());
+    let client =
+        rocket::local::asynchronous::Client::tracked(wheelhouse::server::build(&config).unwrap())
+            .await
+            .unwrap();
+    let index = &client
+        .rocket()
+        .state::<wheelhouse::server::App>()
+        .unwrap()
+        .index;
+    let expected = common::metadata_text("demo-pkg", "1.0", None).into_bytes();
+    let wheel_name = wheel_filename("demo-pkg", "1.0");
+    std::fs::write(dir.path().join(&wheel_name), wheel_with_entries(50_000)).unwrap();
+    let uri = format!("/packages/{wheel_name}.metadata");
+    for (status, body) in all_at_once(&client, &uri, 8).await {
+        assert_eq!(status, Status::Ok);
+        assert_eq!(body, expected);
+    }
+    assert_eq!(index.cache().reads(), 1, "one read for eight requests");
+    for (status, body) in all_at_once(&client, &uri, 4).await {
+        assert_eq!((status, body), (Status::Ok, expected.clone()));
+    }
+    let resp = client.get("/simple/demo-pkg/").dispatch().await;
+    assert_eq!(resp.status(), Status::Ok);
+    assert_eq!(index.cache().reads(), 1, "the listing reuses what was read");
+
+    // Placed by hand past the limits: read once too, and served without metadata.
+    let huge_name = wheel_filename("demo-pkg", "2.0");
+    std::fs::write(dir.path().join(&huge_name), wheel_with_entries(200_000)).unwrap();
+    let uri = format!("/packages/{huge_name}.metadata");
+    for (status, _) in all_at_once(&client, &uri, 8).await {
+        assert_eq!(status, Status::NotFound);
+    }
+    assert_eq!(index.cache().reads(), 2);
+    assert_eq!(
+        client.get(uri.clone()).dispatch().await.status(),
+        Status::NotFound
+    );
+    assert_eq!(index.cache().reads(), 2);
+    let resp = client
+        .get(format!("/packages/{huge_name}"))
+        .dispatch()
+        .await;
+    assert_eq!(resp.status(), Status::Ok);
+}

@@ -1,11 +1,14 @@
 //! What the index learned about each file version: its advertised digest, its sha256 and its
 //! metadata. Keyed by path and [`FileIdentity`], so a file replaced in place is read again and
-//! an unchanged one never is.
+//! an unchanged one never is. Requests that find the same new version at the same time wait
+//! for one read of it instead of each making their own.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use super::archive::EntryLocation;
 use super::metadata::{metadata_for, DistMetadata};
 use super::{DistFile, FileIdentity};
 use crate::digest::{hash_file, hex_digest, HashAlgo};
@@ -18,11 +21,22 @@ pub struct FileDetails {
     pub requires_python: Option<String>,
     /// sha256 of the wheel's METADATA bytes (PEP 658), when the file is a wheel that has one.
     pub core_metadata_sha256: Option<String>,
+    /// Where those bytes are in the wheel, so serving them costs a small read, not a walk of
+    /// the archive (the bytes themselves are not kept: with 100k wheels they would not fit).
+    pub core_metadata_at: Option<EntryLocation>,
 }
+
+/// The outcome of one read of a file version, shared by every request that waited for it.
+/// `std::io::Error` is not `Clone`, so an error travels as its kind and message.
+type Reading = Arc<OnceLock<Result<Arc<FileDetails>, (std::io::ErrorKind, String)>>>;
 
 pub struct FileInfoCache {
     hash_algo: Option<HashAlgo>,
     entries: Mutex<HashMap<PathBuf, (FileIdentity, Arc<FileDetails>)>>,
+    /// Versions being read now, so that a second request for one waits for the first read.
+    reading: Mutex<HashMap<(PathBuf, FileIdentity), Reading>>,
+    /// How many files were read for their details: what the cache exists to keep low.
+    reads: AtomicU64,
 }
 
 impl FileInfoCache {
@@ -30,7 +44,14 @@ impl FileInfoCache {
         Self {
             hash_algo,
             entries: Mutex::new(HashMap::new()),
+            reading: Mutex::new(HashMap::new()),
+            reads: AtomicU64::new(0),
         }
+    }
+
+    /// How many times a file was read (hashed, its archive opened) for its details.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     fn cached(&self, file: &DistFile) -> Option<Arc<FileDetails>> {
@@ -41,11 +62,41 @@ impl FileInfoCache {
             .map(|(_, details)| details.clone())
     }
 
-    /// The details of `file`, read from it only when this version of it was never seen.
+    /// The details of `file`, read from it only when this version of it was never seen, and
+    /// then once however many requests ask at the same time.
     pub fn details(&self, file: &DistFile) -> std::io::Result<Arc<FileDetails>> {
         if let Some(details) = self.cached(file) {
             return Ok(details);
         }
+        let key = (file.path.clone(), file.identity);
+        let reading = self
+            .reading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let outcome = reading
+            .get_or_init(|| {
+                // A read that ended between the miss above and here left its result.
+                if let Some(details) = self.cached(file) {
+                    return Ok(details);
+                }
+                self.read(file).map_err(|err| (err.kind(), err.to_string()))
+            })
+            .clone();
+        let mut in_progress = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        if in_progress
+            .get(&key)
+            .is_some_and(|current| Arc::ptr_eq(current, &reading))
+        {
+            in_progress.remove(&key);
+        }
+        outcome.map_err(|(kind, message)| std::io::Error::new(kind, message))
+    }
+
+    fn read(&self, file: &DistFile) -> std::io::Result<Arc<FileDetails>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let link_hex = match self.hash_algo {
             Some(algo) => hash_file(&file.path, &[algo])?.pop(),
             None => None,
@@ -69,6 +120,7 @@ impl FileInfoCache {
                 .core_metadata
                 .as_deref()
                 .map(|bytes| hex_digest(HashAlgo::Sha256, bytes)),
+            core_metadata_at: metadata.core_metadata_at,
         });
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.insert(file.path.clone(), (file.identity, details.clone()));

@@ -21,8 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use super::{Backend, DistFile, FileIdentity, Snapshot};
-use crate::names::DistFilename;
+use super::{classify, is_gone, real_roots, Backend, DistFile, Entry, Snapshot, Unreadable};
 
 /// How long after its last change a directory's stamp is distrusted. It covers the coarsest
 /// timestamp granularity we expect (one second) plus clock skew between this host and an NFS
@@ -68,12 +67,19 @@ pub trait StampSource: Send + Sync {
     fn stamp(&self, dir: &Path) -> std::io::Result<DirStamp>;
 }
 
-/// The real one: `open` + `fstat`, see the module docs for why not `stat`.
+/// The real one: `open` + `fstat`, see the module docs for why not `stat`. `O_DIRECTORY`
+/// because a directory replaced by a FIFO would otherwise block the open (and with it every
+/// listing) until a writer came: it fails with `ENOTDIR` instead, as if the directory were
+/// gone, which it is.
 pub struct OpenAndStat;
 
 impl StampSource for OpenAndStat {
     fn stamp(&self, dir: &Path) -> std::io::Result<DirStamp> {
-        let handle = std::fs::File::open(dir)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let handle = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NONBLOCK)
+            .open(dir)?;
         Ok(DirStamp::of(&handle.metadata()?))
     }
 }
@@ -100,11 +106,16 @@ impl DirListing {
 #[derive(Default)]
 struct Tree {
     dirs: BTreeMap<PathBuf, DirListing>,
+    /// Directories that could not be read, left out of the snapshot. Each is tried again on
+    /// every request (one `open`, as for any directory), so it is listed once it can be.
+    unreadable: Vec<PathBuf>,
     snapshot: Arc<Snapshot>,
 }
 
 pub struct ConsistentBackend {
     roots: Vec<PathBuf>,
+    real_roots: Vec<PathBuf>,
+    unreadable: Unreadable,
     stamps: Box<dyn StampSource>,
     window: Duration,
     current: RwLock<Arc<Tree>>,
@@ -124,7 +135,9 @@ impl ConsistentBackend {
         window: Duration,
     ) -> Self {
         Self {
+            real_roots: real_roots(&roots),
             roots,
+            unreadable: Unreadable::default(),
             stamps,
             window,
             current: RwLock::new(Arc::new(Tree::default())),
@@ -139,9 +152,10 @@ impl ConsistentBackend {
             .clone()
     }
 
-    /// True when every directory's stamp is the one it had when read, and trusted.
+    /// True when every directory's stamp is the one it had when read, and trusted, and every
+    /// directory that could not be read still cannot.
     fn still_valid(&self, tree: &Tree) -> bool {
-        if tree.dirs.is_empty() {
+        if tree.dirs.is_empty() && tree.unreadable.is_empty() {
             return false;
         }
         tree.dirs.iter().all(|(path, listing)| {
@@ -150,20 +164,35 @@ impl ConsistentBackend {
                     .stamps
                     .stamp(path)
                     .is_ok_and(|stamp| stamp == listing.stamp)
-        })
+        }) && tree
+            .unreadable
+            .iter()
+            .all(|path| self.stamps.stamp(path).is_err_and(|err| !is_gone(&err)))
+    }
+
+    /// Notes a directory that cannot be read; a missing one is simply not there.
+    fn left_out(&self, dir: PathBuf, err: &std::io::Error, unreadable: &mut Vec<PathBuf>) {
+        if !is_gone(err) {
+            self.unreadable.skip(&dir, err);
+            unreadable.push(dir);
+        }
     }
 
     /// Walks from the roots, reusing every directory whose stamp has not moved.
-    fn reread(&self, old: &Tree) -> std::io::Result<Tree> {
+    fn reread(&self, old: &Tree) -> Tree {
         let mut dirs = BTreeMap::new();
+        let mut unreadable = Vec::new();
         let mut pending: Vec<(usize, PathBuf)> = self.roots.iter().cloned().enumerate().collect();
         while let Some((root, dir)) = pending.pop() {
             let read_at = SystemTime::now();
             let stamp = match self.stamps.stamp(&dir) {
                 Ok(stamp) => stamp,
                 // Gone between its parent's read and now (or a missing root): nothing to list.
-                Err(err) if is_gone(&err) => continue,
-                Err(err) => return Err(err),
+                // Unreadable: the rest of the tree is still served.
+                Err(err) => {
+                    self.left_out(dir, &err, &mut unreadable);
+                    continue;
+                }
             };
             let listing = match old.dirs.get(&dir) {
                 Some(previous) if previous.stamp == stamp && previous.settled(self.window) => {
@@ -176,13 +205,16 @@ impl ConsistentBackend {
                 }
                 previous => match self.read_dir(root, &dir, stamp, read_at, previous) {
                     Ok(listing) => listing,
-                    Err(err) if is_gone(&err) => continue,
-                    Err(err) => return Err(err),
+                    Err(err) => {
+                        self.left_out(dir, &err, &mut unreadable);
+                        continue;
+                    }
                 },
             };
             pending.extend(listing.subdirs.iter().map(|sub| (root, sub.clone())));
             dirs.insert(dir, listing);
         }
+        unreadable.sort();
         let unchanged = dirs.len() == old.dirs.len()
             && dirs.iter().zip(old.dirs.iter()).all(|((a, la), (b, lb))| {
                 a == b
@@ -202,7 +234,11 @@ impl ConsistentBackend {
                     .flat_map(|listing| listing.files.values().map(|(_, file)| file.clone())),
             ))
         };
-        Ok(Tree { dirs, snapshot })
+        Tree {
+            dirs,
+            unreadable,
+            snapshot,
+        }
     }
 
     fn read_dir(
@@ -217,59 +253,32 @@ impl ConsistentBackend {
         let mut files = BTreeMap::new();
         let mut subdirs = Vec::new();
         for entry in std::fs::read_dir(dir)? {
+            // An error in the middle of a directory leaves it unread as a whole: a listing
+            // that silently lacks files would be worse than one that lacks the directory.
             let entry = entry?;
-            let os_name = entry.file_name();
-            let Some(name) = os_name.to_str() else {
-                continue;
-            };
-            // Hidden entries are uploads in progress (see `upload`) or things like `.git`.
-            if name.starts_with('.') {
-                continue;
-            }
-            let Ok(file_type) = entry.file_type() else {
-                continue;
-            };
-            if file_type.is_dir() {
-                subdirs.push(entry.path());
-                continue;
-            }
             let inode = entry.ino();
-            if let Some((known_inode, file)) = previous.and_then(|p| p.files.get(name)) {
+            if let Some((known_inode, file)) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| previous?.files.get(name))
+            {
                 if *known_inode == inode {
-                    files.insert(name.to_owned(), (inode, file.clone()));
+                    files.insert(file.name.filename().to_owned(), (inode, file.clone()));
                     continue;
                 }
             }
-            let Ok(parsed) = DistFilename::parse(name) else {
-                continue;
-            };
-            let path = entry.path();
-            // Follows symlinks, as the scanning backend does; one that dangles is skipped.
-            let metadata = match std::fs::metadata(&path) {
-                Ok(metadata) => metadata,
-                Err(err) if is_gone(&err) => continue,
-                Err(err) => return Err(err),
-            };
-            if metadata.is_dir() {
-                subdirs.push(path);
-                continue;
+            match classify(
+                &self.roots[root],
+                &self.real_roots,
+                &entry,
+                &self.unreadable,
+            ) {
+                Entry::Dir(path) => subdirs.push(path),
+                Entry::File(file) => {
+                    files.insert(file.name.filename().to_owned(), (inode, Arc::new(file)));
+                }
+                Entry::Skipped => {}
             }
-            if !metadata.is_file() {
-                continue;
-            }
-            let relative_path = relative_path(&self.roots[root], &path);
-            files.insert(
-                name.to_owned(),
-                (
-                    inode,
-                    Arc::new(DistFile {
-                        name: parsed,
-                        path,
-                        relative_path,
-                        identity: FileIdentity::of(&metadata),
-                    }),
-                ),
-            );
         }
         Ok(DirListing {
             stamp,
@@ -278,19 +287,6 @@ impl ConsistentBackend {
             subdirs,
         })
     }
-}
-
-fn is_gone(err: &std::io::Error) -> bool {
-    err.kind() == std::io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ENOTDIR)
-}
-
-fn relative_path(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 impl Backend for ConsistentBackend {
@@ -305,7 +301,7 @@ impl Backend for ConsistentBackend {
         if !Arc::ptr_eq(&latest, &tree) && self.still_valid(&latest) {
             return Ok(latest.snapshot.clone());
         }
-        let fresh = Arc::new(self.reread(&latest)?);
+        let fresh = Arc::new(self.reread(&latest));
         let snapshot = fresh.snapshot.clone();
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(snapshot)
@@ -440,6 +436,83 @@ mod tests {
         assert_eq!(names(&backend.snapshot().unwrap()), [WHEEL]);
         std::fs::remove_dir_all(dir.path().join("sub")).unwrap();
         assert!(names(&backend.snapshot().unwrap()).is_empty());
+    }
+
+    /// Stamps as the disk gives them, except for directories marked unreadable, the way a
+    /// root-owned 0700 `lost+found` looks to a server that does not run as root.
+    #[derive(Default)]
+    struct Denied(Mutex<std::collections::HashSet<PathBuf>>);
+
+    impl StampSource for Arc<Denied> {
+        fn stamp(&self, dir: &Path) -> std::io::Result<DirStamp> {
+            if self.0.lock().unwrap().contains(dir) {
+                return Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+            }
+            OpenAndStat.stamp(dir)
+        }
+    }
+
+    #[test]
+    fn an_unreadable_directory_is_left_out_until_it_can_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(WHEEL), b"one").unwrap();
+        let lost = dir.path().join("lost+found");
+        std::fs::create_dir(&lost).unwrap();
+        std::fs::write(lost.join(WHEEL2), b"two").unwrap();
+        let denied = Arc::new(Denied::default());
+        denied.0.lock().unwrap().insert(lost.clone());
+        let backend = ConsistentBackend::with_stamps(
+            vec![dir.path().to_owned()],
+            Box::new(denied.clone()),
+            Duration::ZERO,
+        );
+        assert_eq!(names(&backend.snapshot().unwrap()), [WHEEL]);
+        let first = backend.snapshot().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &backend.snapshot().unwrap()),
+            "a directory that stays unreadable costs no re-read"
+        );
+        denied.0.lock().unwrap().clear();
+        assert_eq!(names(&backend.snapshot().unwrap()), [WHEEL, WHEEL2]);
+    }
+
+    #[test]
+    fn a_directory_replaced_by_a_fifo_does_not_block_the_listing() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join(WHEEL), b"one").unwrap();
+        std::fs::write(dir.path().join(WHEEL2), b"two").unwrap();
+        let backend = Arc::new(ConsistentBackend::new(vec![dir.path().to_owned()]));
+        assert_eq!(backend.snapshot().unwrap().files().count(), 2);
+        std::fs::remove_dir_all(&sub).unwrap();
+        let c_path = std::ffi::CString::new(sub.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+        let (done, finished) = std::sync::mpsc::channel();
+        let listing = backend.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(names(&listing.snapshot().unwrap()));
+        });
+        let listed = finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the listing blocked on the FIFO");
+        assert_eq!(listed, [WHEEL2]);
+    }
+
+    #[test]
+    fn a_symlink_loop_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(WHEEL), b"one").unwrap();
+        std::os::unix::fs::symlink(WHEEL2, dir.path().join(WHEEL2)).unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("again")).unwrap();
+        let backend = ConsistentBackend::new(vec![dir.path().to_owned()]);
+        assert_eq!(names(&backend.snapshot().unwrap()), [WHEEL]);
+        assert!(
+            !backend.unreadable.skip(&dir.path().join(WHEEL2), &"x"),
+            "the loop was already logged"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! file (digests, metadata) is remembered per file version in a [`FileInfoCache`], so no file
 //! is ever hashed twice.
 
+pub mod archive;
 mod cache;
 pub mod consistent;
 mod lock;
@@ -16,10 +17,9 @@ mod scan;
 pub mod upload;
 mod watch;
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 pub use cache::{FileDetails, FileInfoCache};
@@ -63,6 +63,144 @@ impl FileIdentity {
     }
 }
 
+/// Opens a file for reading only if it is a regular file. Opening a FIFO for reading blocks
+/// until a writer comes, so a dist-named FIFO (or a file replaced by one after its `stat`)
+/// would hold a thread forever: `O_NONBLOCK` makes the open return at once, and for a
+/// regular file it changes nothing.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// Where each package directory really is, symlinks resolved. A root that cannot be resolved
+/// (missing at start-up) stands for itself.
+fn real_roots(roots: &[PathBuf]) -> Vec<PathBuf> {
+    roots
+        .iter()
+        .map(|root| std::fs::canonicalize(root).unwrap_or_else(|_| root.clone()))
+        .collect()
+}
+
+/// True when `path` resolves to a place inside one of the package directories: a symlink is
+/// served only then, so a dist-named link to `/etc/shadow` is never read out.
+fn resolves_inside(path: &Path, real_roots: &[PathBuf]) -> bool {
+    std::fs::canonicalize(path)
+        .is_ok_and(|real| real_roots.iter().any(|root| real.starts_with(root)))
+}
+
+/// At most this many unreadable entries are remembered (and logged); past it, more go
+/// unlogged rather than grow memory with a tree that is mostly broken.
+const UNREADABLE_REMEMBERED: usize = 10_000;
+
+/// Entries left out because they cannot be read, each logged once: a broken entry (a
+/// root-owned `lost+found`, a symlink loop) stays broken for every request, and one warning
+/// per request would flood the log.
+#[derive(Default)]
+pub struct Unreadable {
+    logged: Mutex<HashSet<PathBuf>>,
+}
+
+impl Unreadable {
+    /// Logs that `path` is left out because of `why`, unless it already was. Returns whether
+    /// this call logged.
+    pub fn skip(&self, path: &Path, why: &dyn std::fmt::Display) -> bool {
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.len() >= UNREADABLE_REMEMBERED || !logged.insert(path.to_owned()) {
+            return false;
+        }
+        tracing::warn!("leaving out {}: {why}", path.display());
+        true
+    }
+}
+
+/// What one directory entry is to the index.
+enum Entry {
+    Dir(PathBuf),
+    File(DistFile),
+    Skipped,
+}
+
+/// The rule every backend applies to a directory entry. Hidden entries are skipped (uploads
+/// in progress live there, see `upload`, and so does `.git`). Real directories are walked;
+/// a symlink to one is not: pypiserver's `os.walk` does not follow them either, and a link to
+/// `.` would be walked until the path is too long. A dist-named regular file is listed, a
+/// symlink to one only if it resolves inside a package directory. Whatever cannot be read
+/// (a symlink loop, a dangling link, permissions) is skipped and logged once, and is never
+/// opened: a FIFO is skipped on its `stat`.
+fn classify(
+    root: &Path,
+    real_roots: &[PathBuf],
+    entry: &std::fs::DirEntry,
+    unreadable: &Unreadable,
+) -> Entry {
+    let os_name = entry.file_name();
+    let Some(name) = os_name.to_str().filter(|name| !name.starts_with('.')) else {
+        return Entry::Skipped;
+    };
+    let path = entry.path();
+    let file_type = match entry.file_type() {
+        Ok(file_type) => file_type,
+        Err(err) => {
+            unreadable.skip(&path, &err);
+            return Entry::Skipped;
+        }
+    };
+    if file_type.is_dir() {
+        return Entry::Dir(path);
+    }
+    let Ok(parsed) = DistFilename::parse(name) else {
+        return Entry::Skipped;
+    };
+    let metadata = match std::fs::metadata(&path) {
+        Ok(metadata) => metadata,
+        // Deleted since the directory was read: simply gone. A symlink still there dangles.
+        Err(err) if is_gone(&err) && !file_type.is_symlink() => return Entry::Skipped,
+        Err(err) => {
+            unreadable.skip(&path, &err);
+            return Entry::Skipped;
+        }
+    };
+    if !metadata.is_file() {
+        unreadable.skip(&path, &"not a regular file");
+        return Entry::Skipped;
+    }
+    if file_type.is_symlink() && !resolves_inside(&path, real_roots) {
+        unreadable.skip(&path, &"a symlink to outside the package directories");
+        return Entry::Skipped;
+    }
+    Entry::File(DistFile {
+        name: parsed,
+        relative_path: relative_path(root, &path),
+        path,
+        identity: FileIdentity::of(&metadata),
+    })
+}
+
+/// A path that vanished, or one of whose directories did.
+fn is_gone(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ENOTDIR)
+}
+
+/// `path` below `root`, `/`-separated: the part of the URL after `/packages/`.
+fn relative_path(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Every distribution file, grouped by project, each project's files in version order.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -101,8 +239,8 @@ impl Snapshot {
             // The same filename in two directories is one file to pip: the first wins (see
             // `from_found` for the order), and only it is listed.
             match by_filename.entry(file.name.filename().to_owned()) {
-                Entry::Occupied(_) => continue,
-                Entry::Vacant(vacant) => vacant.insert(file.clone()),
+                std::collections::hash_map::Entry::Occupied(_) => continue,
+                std::collections::hash_map::Entry::Vacant(vacant) => vacant.insert(file.clone()),
             };
             projects
                 .entry(file.name.project().clone())
@@ -175,8 +313,11 @@ pub struct IndexConfig {
 /// The package store.
 pub struct Index {
     config: IndexConfig,
+    /// The roots with symlinks resolved, to tell where a symlink leads.
+    real_roots: Vec<PathBuf>,
     backend: Box<dyn Backend>,
     cache: FileInfoCache,
+    unreadable: Unreadable,
     /// The snapshot the cache was last trimmed to, so trimming happens once per change.
     trimmed_for: std::sync::Mutex<Option<Arc<Snapshot>>>,
 }
@@ -193,8 +334,10 @@ impl Index {
         };
         Self {
             cache: FileInfoCache::new(config.hash_algo),
+            real_roots: real_roots(&config.roots),
             config,
             backend,
+            unreadable: Unreadable::default(),
             trimmed_for: std::sync::Mutex::new(None),
         }
     }
@@ -220,9 +363,9 @@ impl Index {
         Ok(snapshot)
     }
 
-    /// `file` as the disk holds it now, or `None` if it is gone. Needed because writing into
-    /// an existing file (`cp` onto its name) moves no directory timestamp, so a listing can
-    /// hold the identity of an older version.
+    /// `file` as the disk holds it now, or `None` if it is gone or can no longer be read.
+    /// Needed because writing into an existing file (`cp` onto its name) moves no directory
+    /// timestamp, so a listing can hold the identity of an older version.
     pub fn as_on_disk(&self, file: &Arc<DistFile>) -> std::io::Result<Option<Arc<DistFile>>> {
         match std::fs::metadata(&file.path) {
             Ok(metadata) if FileIdentity::of(&metadata) == file.identity => Ok(Some(file.clone())),
@@ -232,13 +375,62 @@ impl Index {
             }))),
             Ok(_) => Ok(None),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(err),
+            Err(err) => {
+                self.unreadable.skip(&file.path, &err);
+                Ok(None)
+            }
         }
     }
 
     /// What the index advertises about a file; computed once per file version.
     pub fn details(&self, file: &DistFile) -> std::io::Result<Arc<FileDetails>> {
         self.cache.details(file)
+    }
+
+    /// Each file with what the index advertises about it. A file gone since it was listed is
+    /// left out, and so is one that cannot be read (logged once): one bad file must not take
+    /// its project page, `/packages/` and the JSON down with it.
+    pub fn described(&self, files: Vec<Arc<DistFile>>) -> Vec<(Arc<DistFile>, Arc<FileDetails>)> {
+        let mut described = Vec::with_capacity(files.len());
+        for file in files {
+            match self.cache.details(&file) {
+                Ok(details) => described.push((file, details)),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    self.unreadable.skip(&file.path, &err);
+                }
+            }
+        }
+        described
+    }
+
+    /// A wheel's METADATA (PEP 658), or `None` for a file that has none. The first request
+    /// for a file version walks its archive (once, however many ask at once); later ones
+    /// read the bytes where that walk found them.
+    pub fn core_metadata(&self, file: &DistFile) -> std::io::Result<Option<Vec<u8>>> {
+        let mut file = file.clone();
+        // A second try for a file replaced between its `stat` and the read.
+        for _ in 0..2 {
+            let details = match self.cache.details(&file) {
+                Ok(details) => details,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(err) => {
+                    self.unreadable.skip(&file.path, &err);
+                    return Ok(None);
+                }
+            };
+            let Some(at) = details.core_metadata_at else {
+                return Ok(None);
+            };
+            if let Some(bytes) = metadata::wheel_metadata_at(&file.path, &file.identity, &at)? {
+                return Ok(Some(bytes));
+            }
+            let Some(now) = self.as_on_disk(&Arc::new(file.clone()))? else {
+                return Ok(None);
+            };
+            file = DistFile::clone(&now);
+        }
+        Ok(None)
     }
 
     pub fn cache(&self) -> &FileInfoCache {
@@ -262,20 +454,22 @@ impl Index {
         for root in &self.config.roots {
             let path = segments.iter().fold(root.clone(), |p, s| p.join(s));
             match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_file() => {
+                // The path may pass through symlinks anywhere: where it really leads decides.
+                Ok(meta) if meta.is_file() && resolves_inside(&path, &self.real_roots) => {
                     return Ok(Some(DistFile {
                         name,
                         path,
                         relative_path: relative_path.to_owned(),
                         identity: FileIdentity::of(&meta),
-                    }))
+                    }));
                 }
                 Ok(_) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) if is_gone(&err) => {}
                 // A path no directory can hold is not here either.
-                Err(err)
-                    if matches!(err.raw_os_error(), Some(libc::ENOTDIR | libc::ENAMETOOLONG)) => {}
-                Err(err) => return Err(err),
+                Err(err) if err.raw_os_error() == Some(libc::ENAMETOOLONG) => {}
+                Err(err) => {
+                    self.unreadable.skip(&path, &err);
+                }
             }
         }
         Ok(None)
@@ -319,4 +513,30 @@ pub enum IndexError {
     NothingToRemove { project: String, version: String },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_entry_is_logged_once() {
+        let unreadable = Unreadable::default();
+        let path = Path::new("/srv/packages/lost+found");
+        assert!(unreadable.skip(path, &"permission denied"));
+        assert!(!unreadable.skip(path, &"permission denied"));
+        assert!(unreadable.skip(Path::new("/srv/packages/loop-1.0.tar.gz"), &"loop"));
+    }
+
+    #[test]
+    fn a_fifo_is_not_opened_for_reading() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("demo-1.0.tar.gz");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+        let err = open_regular(&fifo).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    }
 }

@@ -4,65 +4,55 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use glob::{MatchOptions, Pattern};
-
-use super::{Backend, DistFile, FileIdentity, Snapshot};
-use crate::names::DistFilename;
+use super::{classify, is_gone, real_roots, Backend, Entry, Snapshot, Unreadable};
 
 pub struct ScanBackend {
     roots: Vec<PathBuf>,
+    real_roots: Vec<PathBuf>,
+    unreadable: Unreadable,
 }
 
 impl ScanBackend {
     pub fn new(roots: Vec<PathBuf>) -> Self {
-        Self { roots }
+        Self {
+            real_roots: real_roots(&roots),
+            roots,
+            unreadable: Unreadable::default(),
+        }
     }
 }
 
-/// Hidden entries are skipped: that is where uploads in progress live (see `upload`), and
-/// dot-directories such as `.git` are never package stores.
-const WALK: MatchOptions = MatchOptions {
-    case_sensitive: true,
-    require_literal_separator: true,
-    require_literal_leading_dot: true,
-};
-
 impl Backend for ScanBackend {
+    /// Entries follow [`classify`], the rule of every backend; a directory that cannot be
+    /// read is left out (and logged once) and the rest is listed.
     fn snapshot(&self) -> std::io::Result<Arc<Snapshot>> {
         let mut files = Vec::new();
         for root in &self.roots {
-            let pattern = format!("{}/**/*", Pattern::escape(&root.to_string_lossy()));
-            let entries = glob::glob_with(&pattern, WALK)
-                .map_err(|err| std::io::Error::other(format!("{pattern}: {err}")))?;
-            for entry in entries {
-                // A file deleted between the directory read and its stat is simply gone.
-                let Ok(path) = entry else { continue };
-                let Some(filename) = path.file_name().and_then(|n| n.to_str()) else {
-                    continue;
+            let mut pending = vec![root.clone()];
+            while let Some(dir) = pending.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    // A missing root, or a directory removed since its parent was read.
+                    Err(err) if is_gone(&err) => continue,
+                    Err(err) => {
+                        self.unreadable.skip(&dir, &err);
+                        continue;
+                    }
                 };
-                let Ok(name) = DistFilename::parse(filename) else {
-                    continue;
-                };
-                let Ok(meta) = std::fs::metadata(&path) else {
-                    continue;
-                };
-                if !meta.is_file() {
-                    continue;
+                for entry in entries {
+                    let entry = match entry {
+                        Ok(entry) => entry,
+                        Err(err) => {
+                            self.unreadable.skip(&dir, &err);
+                            break;
+                        }
+                    };
+                    match classify(root, &self.real_roots, &entry, &self.unreadable) {
+                        Entry::Dir(path) => pending.push(path),
+                        Entry::File(file) => files.push(file),
+                        Entry::Skipped => {}
+                    }
                 }
-                let Ok(relative) = path.strip_prefix(root) else {
-                    continue;
-                };
-                let relative_path = relative
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/");
-                files.push(DistFile {
-                    name,
-                    path: path.clone(),
-                    relative_path,
-                    identity: FileIdentity::of(&meta),
-                });
             }
         }
         Ok(Arc::new(Snapshot::from_found(

@@ -211,6 +211,11 @@ pub enum UploadError {
         project: String,
         pep625: String,
     },
+    #[error("{filename:?} is refused: {source}")]
+    Archive {
+        filename: String,
+        source: super::archive::ArchiveError,
+    },
     #[error(
         "file {existing:?} already exists{}",
         other_spelling(filename, existing)
@@ -250,6 +255,14 @@ impl Index {
                     });
                 }
             }
+        }
+        if name.kind() == crate::names::DistKind::Wheel {
+            super::metadata::check_wheel_archive(received.temp.path()).map_err(|source| {
+                UploadError::Archive {
+                    filename: claim.filename.clone(),
+                    source,
+                }
+            })?;
         }
         let snapshot = self.snapshot()?;
         let key = name.release_key();

@@ -6,6 +6,7 @@ use rocket::http::{ContentType, Status};
 use rocket::response::{self, Responder, Response};
 use rocket::Request;
 
+use crate::index::archive::ArchiveError;
 use crate::index::upload::UploadError;
 use crate::index::IndexError;
 
@@ -57,6 +58,11 @@ impl From<UploadError> for ApiError {
                 Self::new(Status::Conflict, err.to_string())
             }
             UploadError::Io(io) => Self::internal("storing an upload", io),
+            UploadError::Archive {
+                source: ArchiveError::Io(io),
+                ..
+            } => Self::internal("checking an upload", io),
+            UploadError::Archive { .. } => Self::bad_request(err.to_string()),
             UploadError::InvalidFilename(_)
             | UploadError::AmbiguousSdistName { .. }
             | UploadError::ProjectMismatch { .. }

@@ -128,6 +128,10 @@ impl Conditions {
                 tag == "*" || tag.trim_start_matches("W/") == etag
             });
         }
+        // A file with no Last-Modified has no date to compare with (RFC 9110 13.1.3).
+        if http_date(modified).is_none() {
+            return false;
+        }
         let Some(since) = self
             .if_modified_since
             .as_deref()
@@ -142,6 +146,16 @@ impl Conditions {
 fn truncate_to_seconds(t: SystemTime) -> SystemTime {
     let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// The first second an HTTP-date cannot write (year 10000).
+const HTTP_DATE_END: Duration = Duration::from_secs(253_402_300_800);
+
+/// `Last-Modified` for an mtime, or `None` when the mtime is before 1970 or after 9999: an
+/// HTTP-date cannot say those, and `httpdate` panics on them.
+fn http_date(modified: SystemTime) -> Option<String> {
+    let since_epoch = modified.duration_since(UNIX_EPOCH).ok()?;
+    (since_epoch < HTTP_DATE_END).then(|| httpdate::fmt_http_date(modified))
 }
 
 /// A package file, ready to be answered with.
@@ -170,7 +184,7 @@ impl FileBody {
     /// its size that of the bytes read, should the file change while being read.
     pub(crate) fn open(path: &std::path::Path) -> std::io::Result<(Self, FileIdentity)> {
         use std::io::Read;
-        let mut file = std::fs::File::open(path)?;
+        let mut file = crate::index::open_regular(path)?;
         let mut identity = FileIdentity::of(&file.metadata()?);
         if identity.size > READ_WHOLE_UP_TO {
             return Ok((FileBody::Open(file), identity));
@@ -194,11 +208,10 @@ impl<'r> Responder<'r, 'static> for FileResponse {
         let mut response = Response::build();
         response
             .raw_header("ETag", etag.clone())
-            .raw_header(
-                "Last-Modified",
-                httpdate::fmt_http_date(self.identity.modified),
-            )
             .raw_header("Accept-Ranges", "bytes");
+        if let Some(date) = http_date(self.identity.modified) {
+            response.raw_header("Last-Modified", date);
+        }
         if let Some(age) = self.cache_control {
             response.raw_header("Cache-Control", format!("public, max-age={age}"));
         }
@@ -288,6 +301,17 @@ impl AsyncSeek for FileWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_dates_only_for_times_an_http_date_can_write() {
+        assert_eq!(
+            http_date(UNIX_EPOCH + Duration::from_secs(784_111_777)).as_deref(),
+            Some("Sun, 06 Nov 1994 08:49:37 GMT")
+        );
+        assert_eq!(http_date(UNIX_EPOCH - Duration::from_secs(1)), None);
+        assert_eq!(http_date(UNIX_EPOCH + HTTP_DATE_END), None);
+        assert!(http_date(UNIX_EPOCH + HTTP_DATE_END - Duration::from_secs(1)).is_some());
+    }
 
     #[test]
     fn ranges() {

@@ -16,7 +16,7 @@ use super::guards::{CanDownload, CanList, PageFormat, TrailingSlash};
 use super::page_cache::PageBytes;
 use super::render::{self, encode_path, FileEntry};
 use super::App;
-use crate::index::{metadata, DistFile, FileDetails, Index, Snapshot};
+use crate::index::{DistFile, FileDetails, Index, Snapshot};
 use crate::names::{is_normalized, DistKind, ProjectName};
 
 /// A simple page in the negotiated format.
@@ -83,24 +83,13 @@ async fn listed_files(
 }
 
 /// What the pages say about each file (off the runtime: a version never seen is read). A
-/// file gone since it was listed is left out.
+/// file gone since it was listed, or that cannot be read, is left out.
 async fn with_details(
     index: &Arc<Index>,
     files: Vec<Arc<DistFile>>,
 ) -> Result<Vec<(Arc<DistFile>, Arc<FileDetails>)>, ApiError> {
     let index = index.clone();
-    blocking(move || -> std::io::Result<_> {
-        let mut described = Vec::with_capacity(files.len());
-        for file in files {
-            match index.details(&file) {
-                Ok(details) => described.push((file, details)),
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(described)
-    })
-    .await
+    blocking(move || -> std::io::Result<_> { Ok(index.described(files)) }).await
 }
 
 fn entries<'a>(
@@ -247,9 +236,7 @@ pub(crate) async fn download(
         let wheel = wheel.to_owned();
         let bytes = blocking(move || -> std::io::Result<Option<Vec<u8>>> {
             match index.find(&wheel)? {
-                Some(file) if file.name.kind() == DistKind::Wheel => {
-                    Ok(metadata::wheel_metadata(&file.path).ok())
-                }
+                Some(file) if file.name.kind() == DistKind::Wheel => index.core_metadata(&file),
                 _ => Ok(None),
             }
         })
@@ -302,14 +289,51 @@ struct ReleaseFile {
     digests: std::collections::BTreeMap<&'static str, String>,
     requires_python: Option<String>,
     size: u64,
-    upload_time_iso_8601: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_time_iso_8601: Option<String>,
 }
 
-/// pypiserver's minimal JSON API: `info.version` (the latest), `releases` and `urls`.
+/// Where the client reached this server, `scheme://host[:port]`: the scheme a proxy says it
+/// terminated (`X-Forwarded-Proto`, which pypiserver's bottle reads too) or http, and the
+/// `Host` header. `None` without a valid `Host` (HTTP/1.0).
+pub(crate) struct RequestOrigin(Option<String>);
+
+#[rocket::async_trait]
+impl<'r> rocket::request::FromRequest<'r> for RequestOrigin {
+    type Error = std::convert::Infallible;
+    async fn from_request(req: &'r Request<'_>) -> rocket::request::Outcome<Self, Self::Error> {
+        let headers = req.headers();
+        rocket::request::Outcome::Success(RequestOrigin(request_origin(
+            headers.get_one("X-Forwarded-Proto"),
+            headers.get_one("Host"),
+        )))
+    }
+}
+
+/// See [`RequestOrigin`]. The host goes through Rocket's own authority parser (the one it
+/// applies to `Host` on the wire), which drops any user info, so what comes back is always
+/// a bare origin.
+fn request_origin(forwarded_proto: Option<&str>, host: Option<&str>) -> Option<String> {
+    let host = rocket::http::uri::Host::parse(host?.trim()).ok()?;
+    if host.domain().is_empty() {
+        return None;
+    }
+    // The first value is what the proxy nearest the client saw.
+    let scheme = match forwarded_proto.and_then(|p| p.split(',').next()) {
+        Some(proto) if proto.trim().eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    Some(format!("{scheme}://{host}"))
+}
+
+/// pypiserver's minimal JSON API: `info.version` (the latest), `releases` and `urls`. The
+/// file URLs are absolute, as pypiserver's are: MicroPython's `upip`, the client this
+/// endpoint exists for, splits them into host and path and cannot follow a relative one.
 #[get("/<project>/json", rank = 5)]
 pub(crate) async fn project_json(
     project: &str,
     _allowed: CanList,
+    origin: RequestOrigin,
     app: &State<App>,
 ) -> Result<Reply, ApiError> {
     let name = project_name(project)?;
@@ -334,7 +358,7 @@ pub(crate) async fn project_json(
             .or_default()
             .push(ReleaseFile {
                 filename: file.name.filename().to_owned(),
-                url: app.file_url("../", &file.relative_path),
+                url: app.absolute_file_url(origin.0.as_deref(), &file.relative_path),
                 digests: details
                     .link_hash
                     .iter()
@@ -394,6 +418,16 @@ impl App {
         }
     }
 
+    /// A link to a package file that does not depend on the page it is on: under
+    /// `--server-base-url`, else on the request's origin, else (no `Host`) relative to
+    /// `/<project>/json`.
+    pub(crate) fn absolute_file_url(&self, origin: Option<&str>, relative_path: &str) -> String {
+        match (&self.settings.base_url, origin) {
+            (None, Some(origin)) => format!("{origin}/packages/{}", encode_path(relative_path)),
+            _ => self.file_url("../", relative_path),
+        }
+    }
+
     /// A project with no files here: off to the fallback index, or 404.
     fn not_here(&self, name: &ProjectName) -> Result<Reply, ApiError> {
         match &self.settings.fallback_url {
@@ -405,6 +439,64 @@ impl App {
                 Status::NotFound,
                 format!("project {:?} not found", name.as_str()),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn origin_from_host_and_forwarded_proto() {
+        assert_eq!(
+            request_origin(None, Some("pkgs.example:8080")).as_deref(),
+            Some("http://pkgs.example:8080")
+        );
+        assert_eq!(
+            request_origin(Some("HTTPS, http"), Some("pkgs.example")).as_deref(),
+            Some("https://pkgs.example")
+        );
+        assert_eq!(
+            request_origin(Some("gopher"), Some("[::1]:80")).as_deref(),
+            Some("http://[::1]:80")
+        );
+        assert_eq!(
+            request_origin(None, Some("user@pkgs.example")).as_deref(),
+            Some("http://pkgs.example")
+        );
+        for bad in ["", "a b", "pkgs.example/path", "http://pkgs.example", "x?y"] {
+            assert_eq!(request_origin(None, Some(bad)), None, "{bad:?}");
+        }
+        assert_eq!(request_origin(Some("https"), None), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the headers say, the result is a bare origin: a scheme, then a host with
+        /// nothing that would start a path, query, fragment or user info.
+        #[test]
+        fn origin_is_always_bare(proto in proptest::option::of(".{0,20}"), host in proptest::option::of(".{0,40}")) {
+            if let Some(origin) = request_origin(proto.as_deref(), host.as_deref()) {
+                let rest = origin
+                    .strip_prefix("https://")
+                    .or_else(|| origin.strip_prefix("http://"))
+                    .expect("an http(s) scheme");
+                prop_assert!(!rest.is_empty());
+                prop_assert!(!rest.contains(['/', '?', '#', '@', '"', '<', '>', '\\']), "{origin:?}");
+                prop_assert!(!rest.chars().any(|c| c.is_whitespace() || c.is_control()), "{origin:?}");
+            }
+        }
+
+        #[test]
+        fn a_plain_host_round_trips(host in "[a-z][a-z0-9-]{0,20}(\\.[a-z0-9]{1,10}){0,3}", port in proptest::option::of(1u16..)) {
+            let authority = match port {
+                Some(port) => format!("{host}:{port}"),
+                None => host.clone(),
+            };
+            prop_assert_eq!(request_origin(None, Some(&authority)), Some(format!("http://{authority}")));
         }
     }
 }

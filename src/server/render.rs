@@ -170,7 +170,8 @@ struct FileJson<'a> {
     dist_info_metadata: MetadataFlag,
     yanked: bool,
     size: u64,
-    upload_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_time: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -181,14 +182,19 @@ struct ProjectJson<'a> {
     files: Vec<FileJson<'a>>,
 }
 
-/// PEP 700's timestamp format, always in UTC with microseconds.
-pub(crate) fn upload_time(modified: std::time::SystemTime) -> String {
+/// PEP 700's timestamp format, always in UTC with microseconds; `None` for a time outside
+/// years 1 to 9999, which the format cannot write (a file's mtime can be anything:
+/// `OffsetDateTime::from` panics on such a time).
+pub(crate) fn upload_time(modified: std::time::SystemTime) -> Option<String> {
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
-    time::OffsetDateTime::from(modified)
-        .format(&format)
-        .unwrap_or_default()
+    let epoch = time::OffsetDateTime::UNIX_EPOCH;
+    let at = match modified.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => epoch.checked_add(time::Duration::try_from(after).ok()?),
+        Err(before) => epoch.checked_sub(time::Duration::try_from(before.duration()).ok()?),
+    }?;
+    at.format(&format).ok()
 }
 
 pub(crate) fn project_json(project: &ProjectName, files: &[FileEntry<'_>]) -> String {
@@ -245,6 +251,10 @@ mod tests {
     #[test]
     fn upload_time_has_microseconds() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_700_000_000_123_456);
-        assert_eq!(upload_time(t), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(upload_time(t).unwrap(), "2023-11-14T22:13:20.123456Z");
+        let before = std::time::UNIX_EPOCH - std::time::Duration::from_secs(300_000_000);
+        assert_eq!(upload_time(before).unwrap(), "1960-06-29T18:40:00.000000Z");
+        let far = std::time::UNIX_EPOCH + std::time::Duration::from_secs(300_000_000_000);
+        assert_eq!(upload_time(far), None);
     }
 }
