@@ -2027,3 +2027,31 @@ async fn metadata_of_a_new_wheel_is_read_once_however_many_ask() {
         .await;
     assert_eq!(resp.status(), Status::Ok);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+    /// Any version string in `remove_pkg` is a client answer (400 or 404), never a crash, and
+    /// removes nothing unless it is the stored version.
+    #[test]
+    fn any_remove_pkg_version_gets_a_client_answer(version in "\\PC{0,40}|[0-9!.+a-z_-]{0,24}") {
+        let app = TestApp::open();
+        app.put("keep-2.0.tar.gz", b"kept");
+        let encoded: String = version
+            .bytes()
+            .map(|b| format!("%{b:02X}"))
+            .collect();
+        let resp = app
+            .client
+            .post("/")
+            .header(ContentType::Form)
+            .body(format!(":action=remove_pkg&name=keep&version={encoded}"))
+            .dispatch();
+        let status = resp.status();
+        proptest::prop_assert!(status.code < 500, "status {status} for {version:?}");
+        let removed = !app.path("keep-2.0.tar.gz").exists();
+        let same_version = version.parse::<pep440_rs::Version>().ok()
+            == "2.0".parse::<pep440_rs::Version>().ok();
+        proptest::prop_assert_eq!(removed, same_version, "{:?}", version);
+    }
+}

@@ -275,7 +275,7 @@ impl ConsistentBackend {
             ) {
                 Entry::Dir(path) => subdirs.push(path),
                 Entry::File(file) => {
-                    files.insert(file.name.filename().to_owned(), (inode, Arc::new(file)));
+                    files.insert(file.name.filename().to_owned(), (inode, Arc::from(file)));
                 }
                 Entry::Skipped => {}
             }

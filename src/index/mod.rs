@@ -126,7 +126,7 @@ impl Unreadable {
 /// What one directory entry is to the index.
 enum Entry {
     Dir(PathBuf),
-    File(DistFile),
+    File(Box<DistFile>),
     Skipped,
 }
 
@@ -178,12 +178,12 @@ fn classify(
         unreadable.skip(&path, &"a symlink to outside the package directories");
         return Entry::Skipped;
     }
-    Entry::File(DistFile {
+    Entry::File(Box::new(DistFile {
         name: parsed,
         relative_path: relative_path(root, &path),
         path,
         identity: FileIdentity::of(&metadata),
-    })
+    }))
 }
 
 /// A path that vanished, or one of whose directories did.

@@ -49,7 +49,7 @@ impl Backend for ScanBackend {
                     };
                     match classify(root, &self.real_roots, &entry, &self.unreadable) {
                         Entry::Dir(path) => pending.push(path),
-                        Entry::File(file) => files.push(file),
+                        Entry::File(file) => files.push(*file),
                         Entry::Skipped => {}
                     }
                 }
