@@ -182,6 +182,18 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub body_timeout: u32,
 
+    /// Seconds a response may wait for its client to read before the connection is closed
+    /// (Linux): a client that asks for a file and stops reading holds its buffers.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub send_timeout: u32,
+
+    /// Bytes per second an upload must average once it has run for --body-timeout seconds;
+    /// a slower one gets 408, so that trickling clients cannot keep the upload slots.
+    #[arg(long, default_value_t = 1024, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_upload_rate: u64,
+
     /// Open client connections kept at most; past it the longest-idle connections without a
     /// request in progress are closed (Linux).
     #[arg(long, default_value_t = 4096, value_name = "N",
@@ -228,6 +240,8 @@ pub struct Limits {
     pub max_concurrent_uploads: u32,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    pub send_timeout: Duration,
+    pub min_upload_rate: u64,
     pub max_connections: u32,
 }
 
@@ -406,6 +420,8 @@ impl RunArgs {
                 max_concurrent_uploads: self.max_concurrent_uploads,
                 header_timeout: Duration::from_secs(self.header_timeout.into()),
                 body_timeout: Duration::from_secs(self.body_timeout.into()),
+                send_timeout: Duration::from_secs(self.send_timeout.into()),
+                min_upload_rate: self.min_upload_rate,
                 max_connections: self.max_connections,
             },
             verbosity: self.verbose,

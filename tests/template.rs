@@ -396,6 +396,27 @@ fn the_task_runs_the_server_as_sized() {
         .position(|a| *a == "--workers")
         .expect("--workers");
     assert_eq!(command[workers + 1], sizing.workers.to_string());
+    // The load balancer closes idle connections before the server does (else a request sent
+    // on a connection the server is closing comes back as 502).
+    let header_timeout: u32 = command[command
+        .iter()
+        .position(|a| *a == "--header-timeout")
+        .expect("--header-timeout")
+        + 1]
+    .parse()
+    .unwrap();
+    let balancer = only(&t, "AWS::ElasticLoadBalancingV2::LoadBalancer");
+    let idle: u32 = balancer["LoadBalancerAttributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["Key"] == "idle_timeout.timeout_seconds")
+        .expect("an explicit idle timeout")["Value"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(header_timeout > idle, "{header_timeout} <= {idle}");
     // The image's entrypoint is `/wheelhouse run`: the command holds only its arguments.
     assert_eq!(command[0], "--disable-fallback");
     assert_eq!(command.last(), Some(&"/data/packages"));

@@ -8,8 +8,9 @@
 //! file changes, so a removed user or a changed password takes effect at once. A failed check
 //! is never remembered: guessing must keep costing what bcrypt costs.
 //!
-//! A user name that is not in the file is checked against a decoy, the stored password of a
-//! user of the file's most common kind (bcrypt: its most common cost), so that an unknown user
+//! A user name that is not in the file is checked against a decoy, the stored password of the
+//! costliest kind in the file (bcrypt: its highest cost), and so is a known user of a faster
+//! kind whose password is wrong, so that an unknown user
 //! costs what a wrong password costs and the time of a 403 does not tell which names exist.
 //!
 //! bcrypt runs on the blocking pool, at most [`slow_check_lanes`] at once; the requests past
@@ -129,28 +130,21 @@ struct LoadedFile {
     unavailable: bool,
 }
 
-/// The stored password whose check costs what most users' checks cost: one of the most common
-/// kind, bcrypt entries told apart by cost. The smallest user name of that kind, so the choice
-/// does not change from one load to the next.
+/// The stored password whose check costs the most: bcrypt of the highest cost, else the next
+/// slowest kind. Every failed login pays at least one check this costly (see
+/// [`Authenticator::check`]), so neither an unknown name nor a known user of a fast kind
+/// answers faster than the rest. The smallest user name of that kind, so the choice does not
+/// change from one load to the next.
 fn pick_decoy(users: &HashMap<String, StoredPassword>) -> Option<StoredPassword> {
-    let kind = |stored: &StoredPassword| match stored {
-        StoredPassword::Bcrypt(_) => (0, stored.bcrypt_cost().unwrap_or(0)),
-        StoredPassword::Apr1 { .. } => (1, 0),
-        StoredPassword::Sha1(_) => (2, 0),
-        StoredPassword::Plain(_) => (3, 0),
+    let cost = |stored: &StoredPassword| match stored {
+        StoredPassword::Bcrypt(_) => (3, stored.bcrypt_cost().unwrap_or(0)),
+        StoredPassword::Apr1 { .. } => (2, 0),
+        StoredPassword::Sha1(_) => (1, 0),
+        StoredPassword::Plain(_) => (0, 0),
     };
-    let mut counts: HashMap<(u8, u32), usize> = HashMap::new();
-    for stored in users.values() {
-        *counts.entry(kind(stored)).or_default() += 1;
-    }
-    // On a tie, the costlier kind: the first kind (bcrypt) and the higher cost.
-    let (&common, _) = counts
-        .iter()
-        .max_by_key(|&(&(scheme, cost), &count)| (count, std::cmp::Reverse(scheme), cost))?;
     users
         .iter()
-        .filter(|(_, stored)| kind(stored) == common)
-        .min_by_key(|(name, _)| name.as_str())
+        .max_by(|(a_name, a), (b_name, b)| cost(a).cmp(&cost(b)).then(b_name.cmp(a_name)))
         .map(|(_, stored)| stored.clone())
 }
 
@@ -340,7 +334,25 @@ impl Authenticator {
             known,
         };
         if !check.stored.is_slow() {
-            return Step::Done(self.finish(check));
+            let verdict = self.finish(check);
+            // A fast kind's failure pays for the costliest check too, as an unknown name does.
+            if verdict == Verdict::Denied {
+                let decoy = self
+                    .loaded
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .decoy
+                    .clone();
+                if let Some(decoy) = decoy.filter(StoredPassword::is_slow) {
+                    return Step::Slow(SlowCheck {
+                        username: String::new(),
+                        password: String::new(),
+                        stored: decoy,
+                        known: false,
+                    });
+                }
+            }
+            return Step::Done(verdict);
         }
         if known
             && self
@@ -486,7 +498,7 @@ mod tests {
     }
 
     #[test]
-    fn the_decoy_is_of_the_most_common_kind() {
+    fn the_decoy_is_the_costliest_check() {
         let users = |entries: &[(&str, StoredPassword)]| -> HashMap<String, StoredPassword> {
             entries
                 .iter()
@@ -509,12 +521,51 @@ mod tests {
                 ("b", apr1.clone()),
                 ("c", cost(12))
             ])),
-            Some(apr1.clone())
+            Some(cost(12))
         );
-        // A tie goes to the costlier check.
         assert_eq!(
-            pick_decoy(&users(&[("a", apr1), ("b", cost(5)), ("c", cost(7))])),
-            Some(cost(7))
+            pick_decoy(&users(&[
+                ("a", apr1.clone()),
+                ("b", StoredPassword::Plain("x".into()))
+            ])),
+            Some(apr1)
+        );
+    }
+
+    #[test]
+    fn a_wrong_password_of_a_fast_kind_costs_what_an_unknown_user_costs() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("htpasswd");
+        let bcrypt_hash = bcrypt::hash("secret", 8).unwrap();
+        std::fs::write(
+            &file,
+            format!("slow:{bcrypt_hash}\nfast:{{SHA}}5en6G6MezRroT3XKqkdPOmY/BfQ=\n"),
+        )
+        .unwrap();
+        let auth =
+            Authenticator::new([Action::Update].into_iter().collect(), Some(file), None).unwrap();
+        let median = |user: &str, password: &str| {
+            let header = basic(user, password);
+            let mut times: Vec<_> = (0..5)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    assert_eq!(auth.check(Some(&header)), Verdict::Denied);
+                    start.elapsed()
+                })
+                .collect();
+            times.sort();
+            times[2]
+        };
+        let unknown = median("nobody", "guess");
+        let fast_wrong = median("fast", "guess");
+        assert!(
+            fast_wrong * 2 >= unknown,
+            "a wrong {{SHA}} password took {fast_wrong:?}, an unknown user {unknown:?}"
+        );
+        // The right password still lets the fast user in, without the decoy.
+        assert_eq!(
+            auth.check(Some(&basic("fast", "secret"))),
+            Verdict::Allowed("fast".into())
         );
     }
 

@@ -47,7 +47,22 @@ impl ApiError {
 
 impl From<std::io::Error> for ApiError {
     fn from(err: std::io::Error) -> Self {
-        Self::internal("I/O error", err)
+        Self::from_io("I/O error", err)
+    }
+}
+
+impl ApiError {
+    /// A full disk or quota is the operator's to fix, and the client's to know about (twine
+    /// shows the message): 507 rather than a bare 500. Anything else stays internal.
+    fn from_io(context: &str, err: std::io::Error) -> Self {
+        if matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+            tracing::error!("{context}: {err}");
+            return Self::new(
+                Status::InsufficientStorage,
+                "the package directory is full: nothing was stored",
+            );
+        }
+        Self::internal(context, err)
     }
 }
 
@@ -57,7 +72,7 @@ impl From<UploadError> for ApiError {
             UploadError::AlreadyExists { .. } | UploadError::OutsideUploadDir { .. } => {
                 Self::new(Status::Conflict, err.to_string())
             }
-            UploadError::Io(io) => Self::internal("storing an upload", io),
+            UploadError::Io(io) => Self::from_io("storing an upload", io),
             UploadError::Archive {
                 source: ArchiveError::Io(io),
                 ..

@@ -59,9 +59,11 @@ impl Drop for Ticket {
     }
 }
 
-/// The original body, carrying the ticket until it is sent or dropped.
+/// The original body, carrying the ticket until it is sent or dropped, and telling the warden
+/// each time a piece of it is sent.
 struct Tracked<'r> {
     body: rocket::response::Body<'r>,
+    progress: Option<Arc<super::warden::Progress>>,
     _ticket: Ticket,
 }
 
@@ -71,7 +73,11 @@ impl AsyncRead for Tracked<'_> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.body).poll_read(cx, buf)
+        let polled = Pin::new(&mut self.body).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(progress)) = (&polled, &self.progress) {
+            progress.moved();
+        }
+        polled
     }
 }
 
@@ -109,6 +115,7 @@ impl Fairing for InFlight {
         let chunk = body.max_chunk_size();
         let tracked = Tracked {
             body,
+            progress: req.remote().map(|peer| self.peers.response_started(peer)),
             _ticket: self.ticket(req.remote()),
         };
         match size {

@@ -64,6 +64,7 @@ pub struct Settings {
     pub base_url: Option<String>,
     pub max_upload_size: u64,
     pub body_timeout: Duration,
+    pub min_upload_rate: u64,
     pub upload_retry_after: u32,
 }
 
@@ -136,6 +137,7 @@ fn build_with(
             base_url: config.base_url.clone(),
             max_upload_size: config.max_upload_size,
             body_timeout: config.limits.body_timeout,
+            min_upload_rate: config.limits.min_upload_rate,
             upload_retry_after: UPLOAD_RETRY_AFTER_SECS,
         },
         root_pages: page_cache::RootPages::default(),

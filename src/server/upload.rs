@@ -176,6 +176,7 @@ struct BodyWatch {
     bytes: AtomicU64,
     over_limit: AtomicBool,
     timed_out: AtomicBool,
+    too_slow: AtomicBool,
     /// Bytes handed to multer since it last handed out a part or a piece of one.
     unparsed: AtomicUsize,
     unparsed_over_limit: AtomicBool,
@@ -198,33 +199,34 @@ async fn read_multipart(
     // Read one byte past the limit: seeing it is how an over-long body without a
     // Content-Length is told apart from one that is exactly at the limit.
     let body = data.open((limit + 1).bytes());
-    let stream = IdleTimeout::new(ReaderStream::with_capacity(body, READ_CHUNK), idle_timeout).map(
-        move |chunk| {
-            match &chunk {
-                Ok(bytes) => {
-                    let total = watcher
-                        .bytes
-                        .fetch_add(bytes.len() as u64, Ordering::Relaxed)
-                        + bytes.len() as u64;
-                    if total > limit {
-                        watcher.over_limit.store(true, Ordering::Relaxed);
-                        return Err(std::io::Error::other("upload over the size limit"));
-                    }
-                    let unparsed =
-                        watcher.unparsed.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
-                    if unparsed > MAX_UNPARSED_BYTES {
-                        watcher.unparsed_over_limit.store(true, Ordering::Relaxed);
-                        return Err(std::io::Error::other("multipart framing never completed"));
-                    }
+    let stream = BodyPace::new(
+        ReaderStream::with_capacity(body, READ_CHUNK),
+        idle_timeout,
+        app.settings.min_upload_rate,
+        watch.clone(),
+    )
+    .map(move |chunk| {
+        match &chunk {
+            Ok(bytes) => {
+                let total = watcher
+                    .bytes
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed)
+                    + bytes.len() as u64;
+                if total > limit {
+                    watcher.over_limit.store(true, Ordering::Relaxed);
+                    return Err(std::io::Error::other("upload over the size limit"));
                 }
-                Err(err) if err.kind() == std::io::ErrorKind::TimedOut => {
-                    watcher.timed_out.store(true, Ordering::Relaxed);
+                let unparsed =
+                    watcher.unparsed.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+                if unparsed > MAX_UNPARSED_BYTES {
+                    watcher.unparsed_over_limit.store(true, Ordering::Relaxed);
+                    return Err(std::io::Error::other("multipart framing never completed"));
                 }
-                Err(_) => {}
             }
-            chunk
-        },
-    );
+            Err(_) => {}
+        }
+        chunk
+    });
     let mut kept_sizes = multer::SizeLimit::new();
     for field in KEPT_FIELDS {
         kept_sizes = kept_sizes.for_field(*field, MAX_KEPT_FIELD_BYTES);
@@ -244,6 +246,14 @@ async fn read_multipart(
                 format!(
                     "the upload sent nothing for {} s (--body-timeout)",
                     idle_timeout.as_secs()
+                ),
+            )
+        } else if watch.too_slow.load(Ordering::Relaxed) {
+            ApiError::new(
+                Status::RequestTimeout,
+                format!(
+                    "the upload arrived at less than {} bytes per second (--min-upload-rate)",
+                    app.settings.min_upload_rate
                 ),
             )
         } else if watch.unparsed_over_limit.load(Ordering::Relaxed) {
@@ -426,29 +436,45 @@ where
     }
 }
 
-/// Ends a body stream with a `TimedOut` error when the client sends nothing for `after`: a
-/// client that stops mid-upload must not hold its connection, buffers and upload slot for
-/// ever. Only time spent waiting for the client counts, not time the server itself took
-/// between two reads (a slow disk), so the clock starts when a read first finds nothing.
-struct IdleTimeout<S> {
+/// Ends a body stream with a `TimedOut` error when the client sends nothing for `idle`, or
+/// when, once the upload has run for `idle`, it has averaged less than `min_rate` bytes a
+/// second: a client that stops or trickles mid-upload must not hold its connection, buffers
+/// and upload slot for ever. Only time spent waiting for the client counts as idle, not time
+/// the server itself took between two reads (a slow disk), so that clock starts when a read
+/// first finds nothing.
+struct BodyPace<S> {
     inner: S,
-    after: Duration,
+    idle: Duration,
+    min_rate: u64,
+    started: rocket::tokio::time::Instant,
+    received: u64,
     deadline: Pin<Box<rocket::tokio::time::Sleep>>,
     waiting: bool,
+    watch: Arc<BodyWatch>,
 }
 
-impl<S> IdleTimeout<S> {
-    fn new(inner: S, after: Duration) -> Self {
+impl<S> BodyPace<S> {
+    fn new(inner: S, idle: Duration, min_rate: u64, watch: Arc<BodyWatch>) -> Self {
         Self {
             inner,
-            after,
-            deadline: Box::pin(rocket::tokio::time::sleep(after)),
+            idle,
+            min_rate,
+            started: rocket::tokio::time::Instant::now(),
+            received: 0,
+            deadline: Box::pin(rocket::tokio::time::sleep(idle)),
             waiting: false,
+            watch,
         }
+    }
+
+    fn too_slow(&self) -> bool {
+        let elapsed = self.started.elapsed();
+        elapsed > self.idle
+            && u128::from(self.received) * 1000 < u128::from(self.min_rate) * elapsed.as_millis()
     }
 }
 
-impl<S> futures_util::Stream for IdleTimeout<S>
+impl<S> futures_util::Stream for BodyPace<S>
 where
     S: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
 {
@@ -458,18 +484,31 @@ where
         let this = &mut *self;
         if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
             this.waiting = false;
+            if let Some(Ok(chunk)) = &item {
+                this.received += chunk.len() as u64;
+                if this.too_slow() {
+                    this.watch.too_slow.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client sends too slowly",
+                    ))));
+                }
+            }
             return Poll::Ready(item);
         }
         if !this.waiting {
             this.waiting = true;
-            let deadline = rocket::tokio::time::Instant::now() + this.after;
+            let deadline = rocket::tokio::time::Instant::now() + this.idle;
             this.deadline.as_mut().reset(deadline);
         }
         match std::future::Future::poll(this.deadline.as_mut(), cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the client sent nothing for too long",
-            )))),
+            Poll::Ready(()) => {
+                this.watch.timed_out.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client sent nothing for too long",
+                ))))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

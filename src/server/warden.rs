@@ -11,6 +11,9 @@
 //! or the longest-idle ones when there are more than `--max-connections`, is shut down: the
 //! connection's task then sees the end of its input and closes it as if the client had.
 //!
+//! A connection whose response has not moved for `--send-timeout` (a client that asked and
+//! then stopped reading, holding the response's buffers and its open file) is shut down too.
+//!
 //! A connection is shut down through a duplicate of its descriptor whose inode is checked
 //! first, so a descriptor number reused by a new connection in between is never touched.
 //! Requests in progress are never cut here: uploads have their own body timeout and cap.
@@ -31,10 +34,37 @@ pub(crate) struct Peers {
     by_address: Mutex<HashMap<SocketAddr, PeerActivity>>,
 }
 
-#[derive(Clone, Copy)]
 struct PeerActivity {
     in_progress: u32,
     last_done: Instant,
+    /// Set once a response of the connection has started to be sent.
+    responding: Option<Arc<Progress>>,
+}
+
+/// When a response last handed bytes to its connection.
+pub(crate) struct Progress {
+    since: Instant,
+    millis: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            millis: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Called for every piece of a response body that is sent.
+    pub(crate) fn moved(&self) {
+        let millis = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.millis
+            .store(millis, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.since + Duration::from_millis(self.millis.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 impl Peers {
@@ -45,8 +75,35 @@ impl Peers {
             .or_insert(PeerActivity {
                 in_progress: 0,
                 last_done: Instant::now(),
+                responding: None,
             })
             .in_progress += 1;
+    }
+
+    /// A response of `peer`'s is about to be sent: what its body reports its progress to.
+    pub(crate) fn response_started(&self, peer: SocketAddr) -> Arc<Progress> {
+        let mut peers = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        let progress = Arc::new(Progress::new());
+        if let Some(activity) = peers.get_mut(&peer) {
+            // Several streams of one connection: any of them moving keeps it alive.
+            let shared = activity
+                .responding
+                .get_or_insert_with(|| progress.clone())
+                .clone();
+            shared.moved();
+            return shared;
+        }
+        progress
+    }
+
+    /// When a response of `peer`'s in progress last moved, if one is being sent.
+    fn response_moved(&self, peer: &SocketAddr) -> Option<Instant> {
+        let peers = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        let activity = peers.get(peer)?;
+        if activity.in_progress == 0 {
+            return None;
+        }
+        activity.responding.as_ref().map(|progress| progress.last())
     }
 
     pub(crate) fn request_done(&self, peer: SocketAddr) {
@@ -54,6 +111,9 @@ impl Peers {
         if let Some(activity) = peers.get_mut(&peer) {
             activity.in_progress = activity.in_progress.saturating_sub(1);
             activity.last_done = Instant::now();
+            if activity.in_progress == 0 {
+                activity.responding = None;
+            }
         }
     }
 
@@ -158,6 +218,22 @@ fn police(
             let since = last_done.map_or(seen, |done| done.max(seen));
             idle.push((since, connection));
         }
+    }
+    let mut closed_stalled = 0;
+    for connection in &connections {
+        let stalled = peers
+            .response_moved(&connection.peer)
+            .is_some_and(|moved| now.saturating_duration_since(moved) >= limits.send_timeout);
+        if stalled && sockets::shut_down(connection) {
+            closed_stalled += 1;
+        }
+    }
+    if closed_stalled > 0 {
+        tracing::info!(
+            "closed {closed_stalled} connection(s) whose response did not move for {:?} \
+             (--send-timeout)",
+            limits.send_timeout
+        );
     }
     let open: HashMap<SocketAddr, ()> = connections.iter().map(|c| (c.peer, ())).collect();
     peers.retain(&open);
@@ -326,6 +402,8 @@ mod tests {
             max_concurrent_uploads: 1,
             header_timeout,
             body_timeout: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(60),
+            min_upload_rate: 1,
             max_connections,
         }
     }
@@ -376,6 +454,30 @@ mod tests {
             !is_closed(&mut clients[1]),
             "a connection with a request in progress was closed"
         );
+    }
+
+    #[test]
+    fn a_response_that_does_not_move_is_closed_after_the_send_timeout() {
+        let (listener, mut clients, _served) = accepted(2);
+        let port = listener.local_addr().unwrap().port();
+        let peers = Peers::default();
+        let moving = clients[0].local_addr().unwrap();
+        let stalled = clients[1].local_addr().unwrap();
+        let mut progress = Vec::new();
+        for peer in [moving, stalled] {
+            peers.request_started(peer);
+            progress.push(peers.response_started(peer));
+        }
+        let start = Instant::now();
+        let limits = limits(Duration::from_secs(30), 100);
+        let seen = police(port, limits, &peers, HashMap::new(), start);
+        std::thread::sleep(Duration::from_millis(20));
+        progress[0].moved();
+        // Just past the timeout for the stalled one, which last moved at `start` or before.
+        let later = progress[0].last() + limits.send_timeout - Duration::from_millis(1);
+        police(port, limits, &peers, seen, later);
+        assert!(!is_closed(&mut clients[0]), "a moving response was cut");
+        assert!(is_closed(&mut clients[1]), "a stalled response was kept");
     }
 
     #[test]

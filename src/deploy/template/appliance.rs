@@ -32,6 +32,15 @@ pub struct Network {
 
 /// The port the server listens on inside its container.
 const CONTAINER_PORT: u16 = 8080;
+
+/// How long the load balancer keeps an idle connection to a task (AWS's default, set
+/// explicitly because the server's own idle timeout is derived from it).
+const ALB_IDLE_TIMEOUT_SECONDS: u32 = 60;
+
+/// The server's `--header-timeout` behind the load balancer: longer than the balancer's idle
+/// timeout, so that the balancer always closes an idle connection first. A server that closed
+/// first could do so just as the balancer sends a request on it, which the client sees as 502.
+const SERVER_IDLE_TIMEOUT_SECONDS: u32 = ALB_IDLE_TIMEOUT_SECONDS + 5;
 /// The server's health endpoint: answers without touching the disk or asking for credentials.
 const HEALTH_PATH: &str = "/health";
 

@@ -73,6 +73,7 @@ pub(super) fn load_balancer(t: &mut Template, settings: &Settings, network: &Net
             "SecurityGroups": [security_group.get_att("GroupId")],
             "LoadBalancerAttributes": [
                 { "Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true" },
+                { "Key": "idle_timeout.timeout_seconds", "Value": super::ALB_IDLE_TIMEOUT_SECONDS.to_string() },
             ],
             "Tags": tags(settings),
         }),

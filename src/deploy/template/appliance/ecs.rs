@@ -222,6 +222,7 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
                     "--backend", "auto",
                     "-a", "download,list,update",
                     "--workers", sizing.workers.to_string(),
+                    "--header-timeout", super::SERVER_IDLE_TIMEOUT_SECONDS.to_string(),
                     "-p", CONTAINER_PORT.to_string(),
                     CONTAINER_PACKAGES,
                 ],
