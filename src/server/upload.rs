@@ -206,24 +206,20 @@ async fn read_multipart(
         watch.clone(),
     )
     .map(move |chunk| {
-        match &chunk {
-            Ok(bytes) => {
-                let total = watcher
-                    .bytes
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed)
-                    + bytes.len() as u64;
-                if total > limit {
-                    watcher.over_limit.store(true, Ordering::Relaxed);
-                    return Err(std::io::Error::other("upload over the size limit"));
-                }
-                let unparsed =
-                    watcher.unparsed.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
-                if unparsed > MAX_UNPARSED_BYTES {
-                    watcher.unparsed_over_limit.store(true, Ordering::Relaxed);
-                    return Err(std::io::Error::other("multipart framing never completed"));
-                }
+        if let Ok(bytes) = &chunk {
+            let total = watcher
+                .bytes
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed)
+                + bytes.len() as u64;
+            if total > limit {
+                watcher.over_limit.store(true, Ordering::Relaxed);
+                return Err(std::io::Error::other("upload over the size limit"));
             }
-            Err(_) => {}
+            let unparsed = watcher.unparsed.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+            if unparsed > MAX_UNPARSED_BYTES {
+                watcher.unparsed_over_limit.store(true, Ordering::Relaxed);
+                return Err(std::io::Error::other("multipart framing never completed"));
+            }
         }
         chunk
     });

@@ -432,23 +432,11 @@ mod tests {
         let peers = Peers::default();
         peers.request_started(clients[1].local_addr().unwrap());
         let start = Instant::now();
-        let seen = police(
-            port,
-            limits(Duration::from_secs(30), 100),
-            &peers,
-            HashMap::new(),
-            start,
-        );
+        let limits = limits(Duration::from_secs(30), 100);
+        let seen = police(port, limits, &peers, HashMap::new(), start);
         assert_eq!(seen.len(), 2, "both connections are found");
         assert!(!is_closed(&mut clients[0]), "closed before its time");
-        let later = start + Duration::from_secs(31);
-        police(
-            port,
-            limits(Duration::from_secs(30), 100),
-            &peers,
-            seen,
-            later,
-        );
+        police(port, limits, &peers, seen, start + Duration::from_secs(31));
         assert!(is_closed(&mut clients[0]), "the idle connection stays open");
         assert!(
             !is_closed(&mut clients[1]),
@@ -485,14 +473,13 @@ mod tests {
         let (listener, mut clients, _served) = accepted(5);
         let port = listener.local_addr().unwrap().port();
         let peers = Peers::default();
-        let start = Instant::now();
-        // Connections 3 and 4 ended a request later than the others were first seen.
+        // Connections 3 and 4 end a request later than the others were first seen.
         let seen = police(
             port,
             limits(Duration::from_secs(30), 100),
             &peers,
             HashMap::new(),
-            start,
+            Instant::now(),
         );
         for client in &clients[3..] {
             peers.request_started(client.local_addr().unwrap());

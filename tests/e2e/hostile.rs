@@ -169,21 +169,28 @@ fn connections_past_the_cap_are_closed_idle_first() {
     );
 }
 
-#[test]
-fn a_body_without_boundary_or_with_endless_headers_is_400_in_bounded_memory() {
-    let server = Server::start(&["-P", ".", "-a", "."], &[]);
-    let before = server.peak_rss_kib();
-    let junk = vec![b'x'; 64 << 20];
-    let client = reqwest::blocking::Client::new();
-    // No boundary ever comes.
-    let resp = client
+/// POSTs `body` as a multipart form with this file's boundary.
+fn post_form(
+    server: &Server,
+    body: impl Into<reqwest::blocking::Body>,
+) -> reqwest::Result<reqwest::blocking::Response> {
+    reqwest::blocking::Client::new()
         .post(format!("{}/", server.url()))
         .header(
             "Content-Type",
             format!("multipart/form-data; boundary={BOUNDARY}"),
         )
-        .body(junk.clone())
-        .send();
+        .body(body)
+        .send()
+}
+
+#[test]
+fn a_body_without_boundary_or_with_endless_headers_is_400_in_bounded_memory() {
+    let server = Server::start(&["-P", ".", "-a", "."], &[]);
+    let before = server.peak_rss_kib();
+    let junk = vec![b'x'; 64 << 20];
+    // No boundary ever comes.
+    let resp = post_form(&server, junk.clone());
     if let Ok(resp) = resp {
         assert_eq!(resp.status(), 400);
         assert!(resp.text().unwrap().contains("no boundary"));
@@ -193,14 +200,7 @@ fn a_body_without_boundary_or_with_endless_headers_is_400_in_bounded_memory() {
         format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"x\"\r\nX-Filler: ")
             .into_bytes();
     body.extend_from_slice(&junk);
-    let resp = client
-        .post(format!("{}/", server.url()))
-        .header(
-            "Content-Type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(body)
-        .send();
+    let resp = post_form(&server, body);
     if let Ok(resp) = resp {
         assert_eq!(resp.status(), 400);
     }
@@ -213,15 +213,7 @@ fn a_body_without_boundary_or_with_endless_headers_is_400_in_bounded_memory() {
         ));
     }
     body.push_str(&format!("--{BOUNDARY}--\r\n"));
-    let resp = client
-        .post(format!("{}/", server.url()))
-        .header(
-            "Content-Type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(body)
-        .send()
-        .unwrap();
+    let resp = post_form(&server, body).unwrap();
     assert_eq!(resp.status(), 400);
     assert!(resp.text().unwrap().contains("missing :action"));
     let grown_mib = (server.peak_rss_kib() - before) / 1024;
