@@ -182,6 +182,12 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub body_timeout: u32,
 
+    /// Files larger than 64 KiB sent at once; past it a download waits up to 5 s, then gets
+    /// 503 with Retry-After. Each holds about 1.5 MiB of buffers while its client reads.
+    #[arg(long, default_value_t = 128, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_streamed_downloads: u32,
+
     /// Seconds a response may wait for its client to read before the connection is closed
     /// (Linux): a client that asks for a file and stops reading holds its buffers.
     #[arg(long, default_value_t = 60, value_name = "SECONDS",
@@ -242,6 +248,7 @@ pub struct Limits {
     pub body_timeout: Duration,
     pub send_timeout: Duration,
     pub min_upload_rate: u64,
+    pub max_streamed_downloads: u32,
     pub max_connections: u32,
 }
 
@@ -422,6 +429,7 @@ impl RunArgs {
                 body_timeout: Duration::from_secs(self.body_timeout.into()),
                 send_timeout: Duration::from_secs(self.send_timeout.into()),
                 min_upload_rate: self.min_upload_rate,
+                max_streamed_downloads: self.max_streamed_downloads,
                 max_connections: self.max_connections,
             },
             verbosity: self.verbose,

@@ -165,6 +165,8 @@ pub(crate) struct FileResponse {
     pub(crate) identity: FileIdentity,
     pub(crate) conditions: Conditions,
     pub(crate) cache_control: Option<u64>,
+    /// Held by a streamed body until it is sent or dropped (`--max-streamed-downloads`).
+    pub(crate) slot: Option<rocket::tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Files up to this size are read whole where they are opened; bigger ones are streamed.
@@ -236,7 +238,13 @@ impl<'r> Responder<'r, 'static> for FileResponse {
                 .ok(),
             (RangeRequest::Full, FileBody::Open(file)) => response
                 .status(Status::Ok)
-                .sized_body(usize::try_from(len).ok(), File::from_std(file))
+                .sized_body(
+                    usize::try_from(len).ok(),
+                    StreamedBody {
+                        reader: File::from_std(file).take(len),
+                        _slot: self.slot,
+                    },
+                )
                 .max_chunk_size(FILE_CHUNK)
                 .ok(),
             (RangeRequest::Partial { start, end }, body) => {
@@ -260,7 +268,10 @@ impl<'r> Responder<'r, 'static> for FileResponse {
                         response
                             .sized_body(
                                 usize::try_from(window).ok(),
-                                FileWindow(File::from_std(file).take(window)),
+                                StreamedBody {
+                                    reader: File::from_std(file).take(window),
+                                    _slot: self.slot,
+                                },
                             )
                             .max_chunk_size(FILE_CHUNK)
                     }
@@ -275,21 +286,25 @@ impl<'r> Responder<'r, 'static> for FileResponse {
     }
 }
 
-/// The bytes of a range. Rocket wants a seekable body to learn its size; the size is given up
-/// front, so seeking is never asked of it.
-struct FileWindow(rocket::tokio::io::Take<File>);
+/// The bytes of a file or of a range of it, streamed, with the download slot they hold. Rocket
+/// wants a seekable body to learn its size; the size is given up front, so seeking is never
+/// asked of it.
+struct StreamedBody {
+    reader: rocket::tokio::io::Take<File>,
+    _slot: Option<rocket::tokio::sync::OwnedSemaphorePermit>,
+}
 
-impl AsyncRead for FileWindow {
+impl AsyncRead for StreamedBody {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        Pin::new(&mut self.reader).poll_read(cx, buf)
     }
 }
 
-impl AsyncSeek for FileWindow {
+impl AsyncSeek for StreamedBody {
     fn start_seek(self: Pin<&mut Self>, _: SeekFrom) -> std::io::Result<()> {
         Err(std::io::Error::other("a range body is not seekable"))
     }

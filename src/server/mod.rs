@@ -54,6 +54,8 @@ pub struct App {
     pub(crate) project_pages: page_cache::ProjectPages,
     /// One permit per upload being received (`--max-concurrent-uploads`).
     pub(crate) upload_slots: Arc<rocket::tokio::sync::Semaphore>,
+    /// One permit per file being streamed (`--max-streamed-downloads`).
+    pub(crate) stream_slots: Arc<rocket::tokio::sync::Semaphore>,
 }
 
 /// The request-time settings, from the command line.
@@ -144,6 +146,9 @@ fn build_with(
         project_pages: page_cache::ProjectPages::new(PROJECT_PAGES_BUDGET),
         upload_slots: Arc::new(rocket::tokio::sync::Semaphore::new(
             config.limits.max_concurrent_uploads as usize,
+        )),
+        stream_slots: Arc::new(rocket::tokio::sync::Semaphore::new(
+            config.limits.max_streamed_downloads as usize,
         )),
     };
     let mut rocket_config = rocket::Config {

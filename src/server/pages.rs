@@ -262,13 +262,36 @@ pub(crate) async fn download(
     })
     .await?;
     let (body, filename, identity) = opened.ok_or_else(not_found)?;
+    let slot = match body {
+        FileBody::Open(_) => Some(stream_slot(app).await?),
+        FileBody::Read(_) => None,
+    };
     Ok(Reply::File(FileResponse {
         body,
         filename,
         identity,
         conditions: conditions.0,
         cache_control: app.settings.cache_control,
+        slot,
     }))
+}
+
+/// How long a download waits for a streaming slot before it is told to come back.
+const STREAM_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A slot for a streamed download: each one holds about 1.5 MiB of buffers while its client
+/// reads, so their number bounds what downloads can make the server hold, whatever their
+/// clients do. Waits a little, then answers 503 so the client retries (pip and uv do).
+async fn stream_slot(app: &App) -> Result<rocket::tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let acquire = app.stream_slots.clone().acquire_owned();
+    match rocket::tokio::time::timeout(STREAM_SLOT_WAIT, acquire).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ApiError::unavailable(
+            "the server is sending as many large files as it may at once \
+             (--max-streamed-downloads): retry shortly",
+            app.settings.upload_retry_after,
+        )),
+    }
 }
 
 /// The conditional and range headers of a download.

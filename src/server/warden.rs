@@ -404,6 +404,7 @@ mod tests {
             body_timeout: Duration::from_secs(1),
             send_timeout: Duration::from_secs(60),
             min_upload_rate: 1,
+            max_streamed_downloads: 1,
             max_connections,
         }
     }

@@ -303,3 +303,43 @@ fn a_download_whose_client_stops_reading_is_closed_after_the_send_timeout() {
         200
     );
 }
+
+#[test]
+fn streamed_downloads_past_the_cap_get_503_and_small_files_still_flow() {
+    let server = Server::start(
+        &["-P", ".", "-a", ".", "--max-streamed-downloads", "2"],
+        &[],
+    );
+    std::fs::write(
+        server.packages().join("big-1.0.tar.gz"),
+        vec![7u8; 64 << 20],
+    )
+    .unwrap();
+    std::fs::write(server.packages().join("small-1.0.tar.gz"), b"small").unwrap();
+    // Two clients that ask for the big file and do not read it hold both slots.
+    let holders: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+            stream
+                .write_all(b"GET /packages/big-1.0.tar.gz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let refused = get_within(&server, "/packages/big-1.0.tar.gz", Duration::from_secs(20));
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(refused.text().unwrap().contains("--max-streamed-downloads"));
+    let small = get_within(
+        &server,
+        "/packages/small-1.0.tar.gz",
+        Duration::from_secs(5),
+    );
+    assert_eq!(small.bytes().unwrap().as_ref(), b"small");
+    // A slot comes back when its client goes.
+    drop(holders);
+    let big = get_within(&server, "/packages/big-1.0.tar.gz", Duration::from_secs(20));
+    assert_eq!(big.status(), 200);
+    assert_eq!(big.bytes().unwrap().len(), 64 << 20);
+}
