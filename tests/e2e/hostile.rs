@@ -188,7 +188,8 @@ fn post_form(
 fn a_body_without_boundary_or_with_endless_headers_is_400_in_bounded_memory() {
     let server = Server::start(&["-P", ".", "-a", "."], &[]);
     let before = server.peak_rss_kib();
-    let junk = vec![b'x'; 64 << 20];
+    // Big enough that holding any of it shows far above the allowance below.
+    let junk = vec![b'x'; 96 << 20];
     // No boundary ever comes.
     let resp = post_form(&server, junk.clone());
     if let Ok(resp) = resp {
@@ -206,7 +207,7 @@ fn a_body_without_boundary_or_with_endless_headers_is_400_in_bounded_memory() {
     }
     // Many small text fields: read through, never kept.
     let mut body = String::new();
-    for i in 0..900 {
+    for i in 0..990 {
         body.push_str(&format!(
             "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"classifier{i}\"\r\n\r\n{}\r\n",
             "y".repeat(60_000)
@@ -217,8 +218,10 @@ fn a_body_without_boundary_or_with_endless_headers_is_400_in_bounded_memory() {
     assert_eq!(resp.status(), 400);
     assert!(resp.text().unwrap().contains("missing :action"));
     let grown_mib = (server.peak_rss_kib() - before) / 1024;
+    // The allowance covers the runtime's own growth under a loaded machine (threads, arenas);
+    // holding a body or the fields would add 58 to 96 MiB.
     assert!(
-        grown_mib < 24,
+        grown_mib < 40,
         "malformed bodies raised the peak RSS by {grown_mib} MiB"
     );
 }
