@@ -106,7 +106,7 @@ pub const MAX_PROJECT_BYTES: usize = 200;
 const QUOTED_PREFIX_CHARS: usize = 64;
 
 /// The start of `raw`, marked as cut when it is cut, for error messages about long values.
-fn quoted_prefix(raw: &str) -> String {
+pub(crate) fn quoted_prefix(raw: &str) -> String {
     match raw.char_indices().nth(QUOTED_PREFIX_CHARS) {
         Some((cut, _)) => format!("{}…", &raw[..cut]),
         None => raw.to_owned(),

@@ -2053,3 +2053,19 @@ proptest::proptest! {
         proptest::prop_assert_eq!(removed, same_version, "{:?}", version);
     }
 }
+
+#[test]
+fn a_long_bad_version_is_quoted_by_its_start_only() {
+    let app = TestApp::open();
+    let version = "x".repeat(5_000);
+    let resp = app
+        .client
+        .post("/")
+        .header(ContentType::Form)
+        .body(format!(":action=remove_pkg&name=demo&version={version}"))
+        .dispatch();
+    assert_eq!(resp.status(), Status::BadRequest);
+    let body = resp.into_string().unwrap();
+    assert!(body.contains(&"x".repeat(64)), "{body}");
+    assert!(body.len() < 300, "{} bytes: {body:.100}", body.len());
+}

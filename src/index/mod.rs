@@ -480,7 +480,7 @@ impl Index {
     pub fn remove(&self, project: &ProjectName, version: &str) -> Result<Vec<String>, IndexError> {
         let wanted: pep440_rs::Version =
             version.parse().map_err(|_| IndexError::InvalidVersion {
-                version: version.to_owned(),
+                version: crate::names::quoted_prefix(version),
             })?;
         let snapshot = self.snapshot().map_err(IndexError::Io)?;
         let mut removed = Vec::new();

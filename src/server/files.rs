@@ -72,7 +72,7 @@ pub(crate) fn parse_range(header: Option<&str>, len: u64) -> RangeRequest {
     };
     let (first, last) = (first.trim(), last.trim());
     if first.is_empty() {
-        let Ok(suffix) = last.parse::<u64>() else {
+        let Some(suffix) = byte_position(last) else {
             return RangeRequest::Full;
         };
         if suffix == 0 || len == 0 {
@@ -83,14 +83,14 @@ pub(crate) fn parse_range(header: Option<&str>, len: u64) -> RangeRequest {
             end: len - 1,
         };
     }
-    let Ok(start) = first.parse::<u64>() else {
+    let Some(start) = byte_position(first) else {
         return RangeRequest::Full;
     };
     let end = if last.is_empty() {
         len.saturating_sub(1)
     } else {
-        match last.parse::<u64>() {
-            Ok(end) if end >= start => end.min(len.saturating_sub(1)),
+        match byte_position(last) {
+            Some(end) if end >= start => end.min(len.saturating_sub(1)),
             _ => return RangeRequest::Full,
         }
     };
@@ -98,6 +98,16 @@ pub(crate) fn parse_range(header: Option<&str>, len: u64) -> RangeRequest {
         return RangeRequest::Unsatisfiable;
     }
     RangeRequest::Partial { start, end }
+}
+
+/// A byte position of a range: digits only. One too large for 64 bits is past any file, so it
+/// counts as the largest position rather than as a malformed range (RFC 9110 clamps an end
+/// past the file to its last byte).
+fn byte_position(digits: &str) -> Option<u64> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(digits.parse().unwrap_or(u64::MAX))
 }
 
 /// The request headers that decide what a download answers.
@@ -316,6 +326,27 @@ impl AsyncSeek for StreamedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_past_64_bits_are_clamped_not_ignored() {
+        let huge = "99999999999999999999999";
+        assert!(matches!(
+            parse_range(Some(&format!("bytes=0-{huge}")), 10),
+            RangeRequest::Partial { start: 0, end: 9 }
+        ));
+        assert!(matches!(
+            parse_range(Some(&format!("bytes=-{huge}")), 10),
+            RangeRequest::Partial { start: 0, end: 9 }
+        ));
+        assert!(matches!(
+            parse_range(Some(&format!("bytes={huge}-")), 10),
+            RangeRequest::Unsatisfiable
+        ));
+        assert!(matches!(
+            parse_range(Some("bytes=+1-2"), 10),
+            RangeRequest::Full
+        ));
+    }
 
     #[test]
     fn http_dates_only_for_times_an_http_date_can_write() {

@@ -262,10 +262,19 @@ pub(crate) fn negotiate(accept: Option<&str>) -> Option<PageFormat> {
             let q = parts
                 .filter_map(|p| p.trim().split_once('='))
                 .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
-                .map_or(Some(1.0), |(_, v)| v.trim().parse::<f32>().ok())?;
+                .map_or(Some(1.0), |(_, v)| {
+                    v.trim().parse::<f32>().ok().filter(|q| q.is_finite())
+                })?;
             Some((media, q.clamp(0.0, 1.0)))
         })
         .collect();
+    // Nothing in the header could be read (a q of "abc", say): answer as if it were absent,
+    // which RFC 9110 allows, rather than refusing a client over a malformed header.
+    let ranges = if ranges.is_empty() {
+        vec![("*/*".to_owned(), 1.0)]
+    } else {
+        ranges
+    };
     let quality = |format: PageFormat| -> f32 {
         let mut best: Option<(u8, f32)> = None;
         for (media, q) in &ranges {
@@ -553,6 +562,9 @@ mod tests {
     fn nothing_acceptable() {
         assert_eq!(negotiate(Some("application/xml")), None);
         assert_eq!(negotiate(Some("text/html;q=0")), None);
+        // An unreadable header is answered as if absent.
+        assert_eq!(negotiate(Some("text/html;q=abc")), negotiate(None));
+        assert_eq!(negotiate(Some("text/html;q=NaN")), negotiate(None));
         assert_eq!(negotiate(Some("application/vnd.pypi.simple.v2+json")), None);
     }
 }
