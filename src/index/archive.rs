@@ -68,7 +68,7 @@ impl From<std::io::Error> for ArchiveError {
 
 impl ArchiveError {
     /// True for an archive the index refuses to store: one whose size would make every
-    /// later read of it costly. A merely broken archive is not one (see `check_wheel_archive`).
+    /// later read of it costly. A merely broken archive is not one (see `metadata::upload_metadata`).
     pub fn is_over_a_limit(&self) -> bool {
         matches!(
             self,

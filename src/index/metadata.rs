@@ -82,22 +82,6 @@ fn is_top_level_pkg_info(entry: &str) -> bool {
         .is_some_and(|(_, rest)| rest == "PKG-INFO")
 }
 
-/// Refuses a wheel whose archive every later read would pay for: more than
-/// [`archive::MAX_ENTRIES`] entries, a central directory over
-/// [`archive::MAX_DIRECTORY_BYTES`], or a METADATA over [`archive::MAX_ENTRY_BYTES`]. Costs
-/// a walk of the central directory, never its whole in memory. A broken archive or one
-/// without METADATA passes: the index lists such a file without metadata, as it does one
-/// placed in the directory by hand, and pip reports what is wrong with it.
-pub fn check_wheel_archive(path: &Path) -> Result<(), ArchiveError> {
-    let _slot = ARCHIVE_READS.take();
-    let mut file = open_regular(path)?;
-    match archive::find_entry(&mut file, is_wheel_metadata) {
-        Err(err) if err.is_over_a_limit() => Err(err),
-        Err(ArchiveError::Io(err)) => Err(ArchiveError::Io(err)),
-        _ => Ok(()),
-    }
-}
-
 /// A wheel's METADATA bytes, and where they are in the file to read them again cheaply.
 pub fn wheel_metadata(path: &Path) -> Result<(Vec<u8>, EntryLocation), MetadataError> {
     let shown = path.display().to_string();
@@ -199,7 +183,33 @@ pub struct DistMetadata {
 /// Reads what the index advertises about a file. A file whose archive is broken still gets
 /// listed (pip will tell the user what is wrong with it); it only goes without metadata.
 pub fn metadata_for(path: &Path, kind: DistKind) -> DistMetadata {
-    let result = match kind {
+    read_metadata(path, kind).unwrap_or_else(|err| without_metadata(path, &err))
+}
+
+/// [`metadata_for`] an upload, in the same walk of the archive: refuses a wheel whose archive
+/// every later read would pay for (more than [`archive::MAX_ENTRIES`] entries, a central
+/// directory over [`archive::MAX_DIRECTORY_BYTES`], or a METADATA over
+/// [`archive::MAX_ENTRY_BYTES`]), never holding its central directory whole in memory. A
+/// broken archive or one without METADATA passes: the index lists such a file without
+/// metadata, as it does one placed in the directory by hand, and pip reports what is wrong.
+pub fn upload_metadata(path: &Path, kind: DistKind) -> Result<DistMetadata, ArchiveError> {
+    match read_metadata(path, kind) {
+        Ok(metadata) => Ok(metadata),
+        Err(MetadataError::Archive { source, .. })
+            if kind == DistKind::Wheel
+                && (source.is_over_a_limit() || matches!(source, ArchiveError::Io(_))) =>
+        {
+            Err(source)
+        }
+        Err(MetadataError::Io { source, .. }) if kind == DistKind::Wheel => {
+            Err(ArchiveError::Io(source))
+        }
+        Err(err) => Ok(without_metadata(path, &err)),
+    }
+}
+
+fn read_metadata(path: &Path, kind: DistKind) -> Result<DistMetadata, MetadataError> {
+    match kind {
         DistKind::Wheel => wheel_metadata(path).map(|(bytes, at)| DistMetadata {
             requires_python: requires_python(&bytes),
             core_metadata: Some(bytes),
@@ -209,11 +219,12 @@ pub fn metadata_for(path: &Path, kind: DistKind) -> DistMetadata {
             requires_python,
             ..DistMetadata::default()
         }),
-    };
-    result.unwrap_or_else(|err| {
-        tracing::warn!("no metadata for {}: {err}", path.display());
-        DistMetadata::default()
-    })
+    }
+}
+
+fn without_metadata(path: &Path, err: &MetadataError) -> DistMetadata {
+    tracing::warn!("no metadata for {}: {err}", path.display());
+    DistMetadata::default()
 }
 
 /// The `Requires-Python` header of an RFC 822-style metadata file (headers end at the first

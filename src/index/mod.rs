@@ -454,8 +454,8 @@ impl Index {
         for root in &self.config.roots {
             let path = segments.iter().fold(root.clone(), |p, s| p.join(s));
             match std::fs::metadata(&path) {
-                // The path may pass through symlinks anywhere: where it really leads decides.
-                Ok(meta) if meta.is_file() && resolves_inside(&path, &self.real_roots) => {
+                // The path may pass through symlinks below the root: where it really leads decides.
+                Ok(meta) if meta.is_file() && self.stays_inside(root, &segments, &path) => {
                     return Ok(Some(DistFile {
                         name,
                         path,
@@ -473,6 +473,22 @@ impl Index {
             }
         }
         Ok(None)
+    }
+
+    /// Whether `path`, `root` joined with `segments`, leads inside a package directory. Without
+    /// a symlink below the root it does by construction, which one `lstat` per segment shows
+    /// (one for a flat directory); only a path through a link is resolved whole, which costs a
+    /// call per component of the path, root included, on every download.
+    fn stays_inside(&self, root: &Path, segments: &[&str], path: &Path) -> bool {
+        let mut below = root.to_path_buf();
+        for segment in segments {
+            below.push(segment);
+            match std::fs::symlink_metadata(&below) {
+                Ok(meta) if !meta.file_type().is_symlink() => {}
+                _ => return resolves_inside(path, &self.real_roots),
+            }
+        }
+        true
     }
 
     /// Deletes every file of `project` at `version` (compared as PEP 440 versions, so `1.0`

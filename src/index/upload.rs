@@ -16,7 +16,7 @@ use tempfile::NamedTempFile;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::metadata::metadata_for;
+use super::metadata::{upload_metadata, DistMetadata};
 use super::{DistFile, FileIdentity, Index};
 use crate::digest::{hash_file, HashAlgo, Md5Lane, Sha256Blake2Lane, UploadDigests};
 use crate::names::{DistFilename, NameError, ProjectName, MAX_FILENAME_BYTES};
@@ -256,14 +256,12 @@ impl Index {
                 }
             }
         }
-        if name.kind() == crate::names::DistKind::Wheel {
-            super::metadata::check_wheel_archive(received.temp.path()).map_err(|source| {
-                UploadError::Archive {
-                    filename: claim.filename.clone(),
-                    source,
-                }
-            })?;
-        }
+        let metadata = upload_metadata(received.temp.path(), name.kind()).map_err(|source| {
+            UploadError::Archive {
+                filename: claim.filename.clone(),
+                source,
+            }
+        })?;
         let snapshot = self.snapshot()?;
         let key = name.release_key();
         // Every spelling of this release file that is served now (the snapshot lists each
@@ -295,27 +293,26 @@ impl Index {
             target
         };
         self.backend.invalidate();
-        self.remember(&target, &name, &received.digests);
+        self.remember(&target, &name, &received.digests, &metadata);
         Ok(name)
     }
 
     /// Seeds the cache with the upload's digests and metadata, so that listing the new file
     /// costs no re-read.
-    fn remember(&self, path: &Path, name: &DistFilename, digests: &UploadDigests) {
+    fn remember(
+        &self,
+        path: &Path,
+        name: &DistFilename,
+        digests: &UploadDigests,
+        metadata: &DistMetadata,
+    ) {
         let Ok(meta) = std::fs::metadata(path) else {
-            return;
-        };
-        let Ok(relative) = path.strip_prefix(self.upload_dir()) else {
             return;
         };
         let file = DistFile {
             name: name.clone(),
             path: path.to_owned(),
-            relative_path: relative
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/"),
+            relative_path: super::relative_path(self.upload_dir(), path),
             identity: FileIdentity::of(&meta),
         };
         let link_hex = match self.cache().hash_algo() {
@@ -327,8 +324,7 @@ impl Index {
             },
             None => None,
         };
-        self.cache()
-            .insert(&file, link_hex, &metadata_for(path, name.kind()));
+        self.cache().insert(&file, link_hex, metadata);
     }
 
     /// `-o`: the upload takes the place of the file the index serves for this release (in

@@ -42,8 +42,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 /// A temp file younger than this is spared: its upload may not have locked it yet.
 const SWEEP_MIN_AGE: Duration = Duration::from_secs(60);
 
-/// What a 503 for a full upload queue tells the client to wait.
-const UPLOAD_RETRY_AFTER_SECS: u32 = 5;
+/// What a 503 for a full upload or download queue tells the client to wait.
+pub(crate) const RETRY_AFTER_SECS: u32 = 5;
 
 /// What every handler can reach.
 pub struct App {
@@ -67,7 +67,6 @@ pub struct Settings {
     pub max_upload_size: u64,
     pub body_timeout: Duration,
     pub min_upload_rate: u64,
-    pub upload_retry_after: u32,
 }
 
 /// Answers 401 with the challenge that makes pip, uv and twine ask for credentials.
@@ -140,7 +139,6 @@ fn build_with(
             max_upload_size: config.max_upload_size,
             body_timeout: config.limits.body_timeout,
             min_upload_rate: config.limits.min_upload_rate,
-            upload_retry_after: UPLOAD_RETRY_AFTER_SECS,
         },
         root_pages: page_cache::RootPages::default(),
         project_pages: page_cache::ProjectPages::new(PROJECT_PAGES_BUDGET),

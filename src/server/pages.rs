@@ -289,7 +289,7 @@ async fn stream_slot(app: &App) -> Result<rocket::tokio::sync::OwnedSemaphorePer
         _ => Err(ApiError::unavailable(
             "the server is sending as many large files as it may at once \
              (--max-streamed-downloads): retry shortly",
-            app.settings.upload_retry_after,
+            super::RETRY_AFTER_SECS,
         )),
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -131,7 +131,7 @@ async fn handle(body: BodyInfo, data: Data<'_>, app: &App) -> Result<String, Api
             return Err(ApiError::unavailable(
                 "the server is receiving as many uploads as it may at once \
                  (--max-concurrent-uploads): retry shortly",
-                app.settings.upload_retry_after,
+                super::RETRY_AFTER_SECS,
             ));
         };
         let received = read_multipart(&content_type, data, app).await?;
@@ -173,7 +173,6 @@ async fn dispatch(received: Received, app: &App) -> Result<String, ApiError> {
 /// Why the body stream stopped, when the stream itself decided it.
 #[derive(Default)]
 struct BodyWatch {
-    bytes: AtomicU64,
     over_limit: AtomicBool,
     timed_out: AtomicBool,
     too_slow: AtomicBool,
@@ -196,6 +195,7 @@ async fn read_multipart(
     })?;
     let watch = Arc::new(BodyWatch::default());
     let watcher = watch.clone();
+    let mut total = 0u64;
     // Read one byte past the limit: seeing it is how an over-long body without a
     // Content-Length is told apart from one that is exactly at the limit.
     let body = data.open((limit + 1).bytes());
@@ -207,10 +207,7 @@ async fn read_multipart(
     )
     .map(move |chunk| {
         if let Ok(bytes) = &chunk {
-            let total = watcher
-                .bytes
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed)
-                + bytes.len() as u64;
+            total += bytes.len() as u64;
             if total > limit {
                 watcher.over_limit.store(true, Ordering::Relaxed);
                 return Err(std::io::Error::other("upload over the size limit"));

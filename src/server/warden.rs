@@ -18,7 +18,7 @@
 //! first, so a descriptor number reused by a new connection in between is never touched.
 //! Requests in progress are never cut here: uploads have their own body timeout and cap.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -128,9 +128,9 @@ impl Peers {
     }
 
     /// Forgets the peers whose connections are gone.
-    fn retain(&self, open: &HashMap<SocketAddr, ()>) {
+    fn retain(&self, open: &HashSet<SocketAddr>) {
         let mut peers = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
-        peers.retain(|peer, activity| activity.in_progress > 0 || open.contains_key(peer));
+        peers.retain(|peer, activity| activity.in_progress > 0 || open.contains(peer));
     }
 }
 
@@ -210,7 +210,8 @@ fn police(
             return first_seen;
         }
     };
-    first_seen.retain(|inode, _| connections.iter().any(|c| c.inode == *inode));
+    let inodes: HashSet<u64> = connections.iter().map(|c| c.inode).collect();
+    first_seen.retain(|inode, _| inodes.contains(inode));
     let mut idle = Vec::new();
     for connection in &connections {
         let seen = *first_seen.entry(connection.inode).or_insert(now);
@@ -235,7 +236,7 @@ fn police(
             limits.send_timeout
         );
     }
-    let open: HashMap<SocketAddr, ()> = connections.iter().map(|c| (c.peer, ())).collect();
+    let open: HashSet<SocketAddr> = connections.iter().map(|c| c.peer).collect();
     peers.retain(&open);
     // Longest idle first: those go first when there are too many.
     idle.sort_by_key(|(since, _)| *since);
