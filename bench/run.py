@@ -10,6 +10,9 @@ packages (when missing), pypiserver and friends in a venv under target/bench.
     python3 bench/run.py --quick         # 1k and 10k files, short cells: a smoke run
     python3 bench/run.py --stalled-only  # only the stalled-uploads rows (10k files, ~2 minutes),
                                          # rewriting their section of docs/benchmarks.md
+    python3 bench/run.py --busy-only     # only the busy-index rows (10k and 100k files, one
+                                         # upload a second; the seed's upload profile; syscalls
+                                         # at 1 and 256 connections), rewriting their section
 """
 
 import argparse
@@ -393,9 +396,13 @@ def main():
     parser.add_argument("--seconds", type=int, default=4, help="length of each load cell")
     parser.add_argument("--stalled-only", action="store_true",
                         help="only the stalled-uploads rows, rewriting their section of the report")
+    parser.add_argument("--busy-only", action="store_true",
+                        help="only the busy-index rows, rewriting their section of the report")
     args = parser.parse_args()
     if args.stalled_only:
         return stalled_only(args.seconds)
+    if args.busy_only:
+        return busy_only(args.seconds)
     sizes = [1000, 10000] if args.quick else [1000, 10000, 100000]
     seconds = 2 if args.quick else args.seconds
     WORK.mkdir(parents=True, exist_ok=True)
@@ -417,6 +424,7 @@ def main():
         for auth in (False, True):
             server = start_wheelhouse(binary, root, auth)
             try:
+                settle_corpus(root, server, cells[0][1], auth)
                 measure(results, "wheelhouse", server, size, auth, cells, seconds, (1, 32))
                 for scenario, path, _, _ in cells[:3]:
                     total, fs = syscalls_per_request(server, path, 500, auth)
@@ -433,6 +441,7 @@ def main():
             for backend in ("simple-dir", "cached-dir"):
                 server = start_pypiserver(venv, root, backend, auth)
                 try:
+                    settle_corpus(root, server, cells[0][1], auth)
                     pyp_cells = cells
                     if size >= 100000:
                         # A request takes minutes here: one timed request per scenario.
@@ -451,6 +460,7 @@ def main():
             extra_rows(results, binary, venv, root, project, small_file, seconds)
             extras["stalled"] = stalled_uploads(binary, venv, root, seconds)
     extras["upload_vs_cp"] = upload_vs_cp(binary)
+    extras["busy"] = busy_index(binary, venv, seconds)
     (WORK / "results.json").write_text(json.dumps(
         dict(results=results, syscalls=syscalls, extras=extras), indent=1))
     report(results, syscalls, extras, sizes, seconds)
@@ -610,18 +620,318 @@ def stalled_only(seconds):
     (WORK / "flow.txt").write_text(
         "".join(f"{p} {p}-1.{i % FILES_PER_PROJECT}-py3-none-any.whl\n"
                 for i, p in enumerate(projects)))
-    section = stalled_section(stalled_uploads(binary, venv, root, seconds), seconds)
+    replace_section(STALLED_HEADING, stalled_section(stalled_uploads(binary, venv, root, seconds), seconds))
+    log("rewrote the stalled-uploads section of docs/benchmarks.md")
+
+
+BUSY_HEADING = "## A busy index: uploads arriving"
+BUSY_SIZES = (10000, 100000)
+MIXED_CONNS = 255
+
+
+def settle_corpus(root, server, path, auth=False):
+    """Waits until the directory's last change is 3 s old, past any window in which a server
+    may distrust it, then asks once, so that no cell measures the first seconds after a
+    change by accident (the first-seconds row does it on purpose)."""
+    while True:
+        info = os.stat(root)
+        age = time.time() - max(info.st_mtime, info.st_ctime)
+        if age >= 3:
+            break
+        time.sleep(3 - age)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=1200)
+    conn.request("GET", path, headers={"Authorization": auth_header(auth)} if auth else {})
+    conn.getresponse().read()
+    conn.close()
+
+
+class UploadStream:
+    """One new file a second into `root`, alternately uploaded through the server and copied
+    in with `cp`, until stopped; `stop` removes what it added."""
+
+    def __init__(self, port, root):
+        import threading
+        self.port, self.root, self.count, self.failures = port, root, 0, []
+        self.wheel = WORK / "busy-upload.whl"
+        self.wheel.write_bytes(wheel_bytes("busyup", "0.0"))
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        boundary = "busyboundary"
+        while not self.done.is_set():
+            started = time.time()
+            version = f"1.{os.getpid()}.{self.count}"
+            filename = f"busyup-{version}-py3-none-any.whl"
+            if self.count % 2 == 0:
+                body = "".join(
+                    f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+                    for k, v in ((":action", "file_upload"), ("name", "busyup"),
+                                 ("version", version))).encode()
+                body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"content\"; "
+                         f"filename=\"{filename}\"\r\n\r\n").encode()
+                body += self.wheel.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+                conn.request("POST", "/", body, {
+                    "Content-Type": f"multipart/form-data; boundary={boundary}"})
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    self.failures.append(response.status)
+            else:
+                run(["cp", str(self.wheel), str(self.root / filename)])
+            self.count += 1
+            self.done.wait(max(0.0, 1.0 - (time.time() - started)))
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        for path in self.root.glob("busyup-*"):
+            path.unlink()
+        if self.failures:
+            raise RuntimeError(f"uploads in the stream failed: {self.failures}")
+        return self.count
+
+
+def timed_cell(server, path, script, env, conns, seconds, single):
+    if not single:
+        return wrk(server.port, path, script, conns, seconds, False, env)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=1200)
+    start = time.time()
+    conn.request("GET", path)
+    response = conn.getresponse()
+    response.read()
+    took = time.time() - start
+    return dict(requests=1, rps=1 / took, p50_us=took * 1e6, p95_us=took * 1e6,
+                p99_us=took * 1e6, errors=int(response.status >= 400), single=True)
+
+
+def busy_rows(binary, venv, size, seconds):
+    """Quiet against one upload a second, for the project page, the root index and a small
+    download, and the first seconds after one change, for every server."""
+    root = corpus(size)
+    warm_page_cache(root)
+    project = f"pkg{size // FILES_PER_PROJECT // 2:06d}"
+    cells = scenarios(project, f"{project}-1.0-py3-none-any.whl")[:3]
+    servers = [("wheelhouse", lambda: start_wheelhouse(binary, root, False))] + [
+        (f"pypiserver {b}", lambda b=b: start_pypiserver(venv, root, b, False))
+        for b in ("simple-dir", "cached-dir")]
+    rows = []
+    for name, start in servers:
+        # pypiserver takes seconds per request at 100k files: one timed request per cell.
+        single = name != "wheelhouse" and size >= 100000
+        server = start()
+        try:
+            for scenario, path, script, env in cells:
+                settle_corpus(root, server, path)
+                quiet = timed_cell(server, path, script, env, 32, seconds, single)
+                stream = UploadStream(server.port, root)
+                time.sleep(1.5)
+                busy = timed_cell(server, path, script, env, 32, seconds, single)
+                uploads = stream.stop()
+                rows.append(dict(server=name, size=size, scenario=scenario, quiet=quiet,
+                                 busy=busy, uploads=uploads))
+                log(f"{size:>6} {name:<22} {scenario:<15} quiet {quiet['rps']:>9.1f} req/s p99 "
+                    f"{quiet['p99_us'] / 1000:.1f} ms | 1 upload/s {busy['rps']:>9.1f} req/s p99 "
+                    f"{busy['p99_us'] / 1000:.1f} ms ({busy['rps'] / quiet['rps']:.0%})")
+            if not single:
+                scenario, path, script, env = cells[0]
+                for conns in (1, 32):
+                    settle_corpus(root, server, path)
+                    quiet = wrk(server.port, path, script, conns, 2, False, env)
+                    settle_corpus(root, server, path)
+                    changed = root / "busyup-9.0-py3-none-any.whl"
+                    run(["cp", str(WORK / "busy-upload.whl"), str(changed)])
+                    first = wrk(server.port, path, script, conns, 2, False, env)
+                    changed.unlink()
+                    rows.append(dict(server=name, size=size,
+                                     scenario=f"project page, first 2 s after a change, c={conns}",
+                                     quiet=quiet, busy=first, uploads=1))
+                    log(f"{size:>6} {name:<22} first 2 s c={conns}: {first['rps']:.1f} req/s p99 "
+                        f"{first['p99_us'] / 1000:.1f} ms against {quiet['rps']:.1f} settled")
+        finally:
+            server.stop()
+            for path in root.glob("busyup-*"):
+                path.unlink()
+    return rows
+
+
+def mixed_profile(binary, venv, seconds):
+    """The seed's upload profile: 255 clients, 30% uploads of new files, 70% project pages,
+    10,000 files."""
+    root = corpus(10000)
+    project = f"pkg{10000 // FILES_PER_PROJECT // 2:06d}"
+    wheel = WORK / "mixed-upload.whl"
+    wheel.write_bytes(wheel_bytes("mixedup", "0.0"))
+    env = {"BENCH_WHEEL": str(wheel), "BENCH_PAGE": f"/simple/{project}/"}
+    servers = [("wheelhouse", lambda: start_wheelhouse(binary, root, False))] + [
+        (f"pypiserver {b}", lambda b=b: start_pypiserver(venv, root, b, False))
+        for b in ("simple-dir", "cached-dir")]
+    rows = []
+    for name, start in servers:
+        server = start()
+        try:
+            settle_corpus(root, server, env["BENCH_PAGE"])
+            result = wrk(server.port, "/", "mixed.lua", MIXED_CONNS, max(seconds, 10), False, env)
+        finally:
+            server.stop()
+            for path in root.glob("mixedup-*"):
+                path.unlink()
+        result["server"] = name
+        rows.append(result)
+        log(f"mixed profile {name}: {result['rps']:.0f} req/s p95 {result['p95_us'] / 1000:.1f} ms "
+            f"p99 {result['p99_us'] / 1000:.1f} ms errors {result['errors']}")
+    return rows
+
+
+def syscalls_under_load(server, path, conns, seconds):
+    """strace -c while wrk holds `conns` connections: (syscalls, filesystem syscalls) per
+    request, and the peak RSS after."""
+    out = WORK / f"strace-load-{conns}.txt"
+    cmd = ["strace", "-f", "-c", "-o", str(out)]
+    for pid in server.pids():
+        cmd += ["-p", str(pid)]
+    tracer = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    result = wrk(server.port, path, "get.lua", conns, seconds, False)
+    time.sleep(0.5)
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(timeout=120)
+    fs_calls = {"openat", "open", "close", "statx", "stat", "newfstatat", "fstat", "lstat",
+                "getdents64", "read", "pread64", "readlink", "access", "lseek", "utimensat"}
+    total = fs = 0
+    for line in out.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0][0].isdigit() and not line.startswith("100.00"):
+            name, calls = parts[-1], int(parts[3])
+            total += calls
+            if name in fs_calls:
+                fs += calls
+    requests = max(result["requests"], 1)
+    return dict(conns=conns, requests=result["requests"], total=total / requests,
+                fs=fs / requests, rss_mib=server.rss_mib())
+
+
+def concurrency_costs(binary):
+    root = corpus(10000)
+    project = f"pkg{10000 // FILES_PER_PROJECT // 2:06d}"
+    path = f"/simple/{project}/"
+    rows = []
+    for conns in (1, 256):
+        # A fresh server for each, so that the peak RSS is this load's.
+        server = start_wheelhouse(binary, root, False)
+        try:
+            settle_corpus(root, server, path)
+            rows.append(syscalls_under_load(server, path, conns, 3))
+        finally:
+            server.stop()
+        log(f"strace at {conns} connections: {rows[-1]['total']:.1f} syscalls/request "
+            f"({rows[-1]['fs']:.1f} filesystem), peak RSS {rows[-1]['rss_mib']:.0f} MiB")
+    return rows
+
+
+def busy_section(rows, mixed, costs, seconds):
+    lines = [BUSY_HEADING, "",
+             f"Each pair of cells is {seconds} s of wrk at 32 connections, first on a settled "
+             "directory (its last change at least 3 s old), then while one new file a second lands "
+             "in it, alternately uploaded through the server and copied in with `cp`. "
+             "pypiserver at 100,000 files is one timed request per cell (it takes seconds). "
+             "The first-seconds rows measure on purpose what the others avoid: 2 s of wrk "
+             "starting right after a `cp` into a settled directory. Chart: "
+             "[benchmarks-busy.png](benchmarks-busy.png).", "",
+             "| files | scenario | server | req/s quiet | p99 ms quiet | req/s busy | p99 ms busy "
+             "| errors busy | busy / quiet |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        q, b = r["quiet"], r["busy"]
+        lines.append(f"| {r['size']:,} | {r['scenario']} | {r['server']}"
+                     f"{' (one request)' if b.get('single') else ''} | {fmt_rate(dict(q, scenario=''))} "
+                     f"| {q['p99_us'] / 1000:.2f} | {fmt_rate(dict(b, scenario=''))} | "
+                     f"{b['p99_us'] / 1000:.2f} | {b['errors']} | {b['rps'] / q['rps']:.0%} |")
+    lines += ["", f"### The seed's upload profile", "",
+              f"{MIXED_CONNS} connections for {max(seconds, 10)} s, each request an upload of a "
+              "new file (30%) or the project page (70%), 10,000 files. Pass line: p95 < 2 s, no "
+              "5xx.", "",
+              "| server | req/s | p50 ms | p95 ms | p99 ms | errors | requests |",
+              "|---|---|---|---|---|---|---|"]
+    for m in mixed:
+        lines.append(f"| {m['server']} | {m['rps']:,.0f} | {m['p50_us'] / 1000:.1f} | "
+                     f"{m['p95_us'] / 1000:.1f} | {m['p99_us'] / 1000:.1f} | {m['errors']} | "
+                     f"{m['requests']:,} |")
+    lines += ["", "### Cost per request at 1 and 256 connections", "",
+              "wheelhouse, project page, 10,000 files, 3 s of wrk under `strace -f -c` (which "
+              "slows it down: the rates are not comparable, the counts per request are).", "",
+              "| connections | requests | syscalls / request | filesystem syscalls / request "
+              "| peak RSS MiB |", "|---|---|---|---|---|"]
+    for c in costs:
+        lines.append(f"| {c['conns']} | {c['requests']:,} | {c['total']:.1f} | {c['fs']:.2f} | "
+                     f"{c['rss_mib']:.0f} |")
+    lines.append("")
+    return lines
+
+
+def busy_chart(rows):
+    sys.path[:0] = [str(p) for p in (WORK / "venv/lib").glob("python*/site-packages")]
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scen = ["project page", "root index", "small download"]
+    servers = ["wheelhouse", "pypiserver simple-dir", "pypiserver cached-dir"]
+    fig, axes = plt.subplots(1, len(BUSY_SIZES), figsize=(6 * len(BUSY_SIZES), 4.5), sharey=True)
+    for ax, size in zip(axes, BUSY_SIZES):
+        width = 0.13
+        k = 0
+        for server in servers:
+            for state in ("quiet", "busy"):
+                values = [next((r[state]["rps"] for r in rows if r["server"] == server
+                                and r["scenario"] == s and r["size"] == size), 0) for s in scen]
+                ax.bar([i + k * width for i in range(len(scen))], values, width,
+                       label=f"{server}, {'1 upload/s' if state == 'busy' else 'quiet'}",
+                       hatch="//" if state == "busy" else None)
+                k += 1
+        ax.set_yscale("log")
+        ax.set_title(f"{size:,} files, 32 connections")
+        ax.set_xticks([i + 2.5 * width for i in range(len(scen))])
+        ax.set_xticklabels(scen, fontsize=8)
+    axes[0].set_ylabel("requests per second (log)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(REPO / "docs/benchmarks-busy.png", dpi=90)
+
+
+def replace_section(heading, section):
     report_path = REPO / "docs/benchmarks.md"
     text = report_path.read_text() if report_path.exists() else ""
-    if STALLED_HEADING in text:
-        before, _, after = text.partition(STALLED_HEADING)
+    if heading in text:
+        before, _, after = text.partition(heading)
         rest = after.split("\n## ", 1)
         after = "\n## " + rest[1] if len(rest) > 1 else ""
         text = before + "\n".join(section) + after
     else:
         text = text.rstrip("\n") + "\n\n" + "\n".join(section)
     report_path.write_text(text)
-    log("rewrote the stalled-uploads section of docs/benchmarks.md")
+
+
+def busy_index(binary, venv, seconds):
+    rows = []
+    for size in BUSY_SIZES:
+        rows += busy_rows(binary, venv, size, seconds)
+    mixed = mixed_profile(binary, venv, seconds)
+    costs = concurrency_costs(binary)
+    busy_chart(rows)
+    return busy_section(rows, mixed, costs, seconds)
+
+
+def busy_only(seconds):
+    """Measures only the busy-index rows and rewrites their section of the report."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    ensure_tools()
+    venv = ensure_venv()
+    binary = build_wheelhouse()
+    replace_section(BUSY_HEADING, busy_index(binary, venv, seconds))
+    log("rewrote the busy-index section of docs/benchmarks.md and docs/benchmarks-busy.png")
 
 
 def burst(server, seconds):
@@ -825,6 +1135,8 @@ def report(results, syscalls, extras, sizes, seconds):
                   f"{b['errors']} errors in {b['requests']:,} requests.", ""]
     if "stalled" in extras:
         lines += stalled_section(extras["stalled"], seconds)
+    if "busy" in extras:
+        lines += extras["busy"]
     if "memory" in extras:
         m = extras["memory"]
         lines += ["## Memory", "",

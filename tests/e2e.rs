@@ -97,6 +97,8 @@ impl Server {
         let mut names: Vec<String> = std::fs::read_dir(self.packages())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            // The filesystem clock's probe, which every listing skips.
+            .filter(|name| name != wheelhouse::index::fs_clock::CLOCK_FILE)
             .collect();
         names.sort();
         names

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use super::archive::EntryLocation;
 use super::metadata::{metadata_for, DistMetadata};
-use super::{DistFile, FileIdentity};
+use super::{DistFile, FileIdentity, Snapshot};
 use crate::digest::{hash_file, hex_digest, HashAlgo};
 
 /// What the simple pages say about one file.
@@ -129,9 +129,17 @@ impl FileInfoCache {
 
     /// Forgets files that are no longer in the directories, so the cache stays the size of the
     /// tree.
-    pub fn retain_only<'a>(&self, files: impl Iterator<Item = &'a Arc<DistFile>>) {
-        let live: std::collections::HashSet<&PathBuf> = files.map(|f| &f.path).collect();
+    /// Forgets files `snapshot` no longer lists, once they are many: a busy index makes a
+    /// snapshot per file that lands, and trimming at each would cost a pass over the whole
+    /// index per upload. Forgotten entries stay bounded by a quarter of the index (at least
+    /// 1,024), so each trim pays for that many changes.
+    pub fn trim_to(&self, snapshot: &Snapshot) {
+        let slack = (snapshot.len() / 4).max(1024);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() <= snapshot.len() + slack {
+            return;
+        }
+        let live: std::collections::HashSet<&PathBuf> = snapshot.files().map(|f| &f.path).collect();
         entries.retain(|path, _| live.contains(path));
     }
 

@@ -1,9 +1,11 @@
 //! The default backend, `consistent-dir`: as consistent as scanning on every request, at the
-//! cost of one `open` + `fstat` + `close` per directory per request.
+//! cost of one `open` + `fstat` + `close` per directory per check, a check being shared by
+//! every request that waits for it.
 //!
 //! Every directory of the tree is remembered with the stamp it had when it was last read (its
-//! mtime, ctime, inode and device). A request re-reads only the stamps; a directory whose stamp
-//! moved is read again, and only the entries that are new or whose inode changed are stat'ed.
+//! mtime, ctime, inode and device). A check re-reads only the stamps; a directory whose stamp
+//! moved is read again, only the entries that are new or whose inode changed are stat'ed, and
+//! the snapshot changes by those entries alone.
 //! Creating, renaming or deleting an entry always moves the stamp of its directory, whichever
 //! process or host did it, so the listing of every replica follows the disk.
 //!
@@ -12,21 +14,37 @@
 //!
 //! The racy case: timestamps have a granularity (a kernel tick on a local disk, a second on
 //! some filesystems, whatever the server's clock says on NFS). An entry created in the same
-//! tick as the last change, but after our read, leaves the stamp unchanged. So a directory read
-//! less than [`SETTLE_WINDOW`] after its last change is unsettled and is read again on every
-//! request until a read starts after the window; only then is its stamp trusted.
+//! tick as the last change, but after our read, leaves the stamp unchanged. So a directory's
+//! listing is trusted only once it was read after the filesystem's clock had moved past the
+//! directory's last change ([`super::fs_clock`]): from then on every change carries a later
+//! timestamp. Until then the directory is read again whenever it is asked for. Where the
+//! filesystem's clock cannot be read (a read-only directory), this host's clock stands in,
+//! with [`SETTLE_WINDOW`] of margin for the granularity and the skew.
+//!
+//! Work is shared, not repeated: a check of the stamps (and the re-read it may lead to) is
+//! one run at a time, and every request that arrived before a run began takes its result
+//! ([`super::coalesce`]). That run looked at the directories after the request arrived, so
+//! it saw everything the request's own check would have seen.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use super::coalesce::Coalesced;
+use super::fs_clock::{timestamp, FsClocks, FsNow};
 use super::{classify, is_gone, real_roots, Backend, DistFile, Entry, Snapshot, Unreadable};
 
-/// How long after its last change a directory's stamp is distrusted. It covers the coarsest
-/// timestamp granularity we expect (one second) plus clock skew between this host and an NFS
-/// server.
+/// Where the filesystem's clock cannot be read: how long after its last change (by this
+/// host's clock) a directory's stamp is distrusted. It covers the coarsest timestamp
+/// granularity we expect (one second) plus clock skew between this host and an NFS server.
 pub const SETTLE_WINDOW: Duration = Duration::from_secs(2);
+
+/// How long a re-read waits for the filesystem's clock to leave the tick of the change it is
+/// about to read: longer than a kernel tick (1 to 10 ms), far shorter than a re-read of a large
+/// directory.
+const CLOCK_WAIT: Duration = Duration::from_millis(20);
 
 /// What moves when a directory's entries change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,27 +69,26 @@ impl DirStamp {
     /// The later of mtime and ctime: when the directory last changed.
     fn last_change(&self) -> SystemTime {
         let (secs, nanos) = self.changed;
-        let changed = u64::try_from(secs)
-            .ok()
-            .map(|secs| {
-                SystemTime::UNIX_EPOCH + Duration::new(secs, u32::try_from(nanos).unwrap_or(0))
-            })
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        changed.max(self.modified)
+        timestamp(secs, nanos).max(self.modified)
     }
 }
 
-/// Reads a directory's stamp. A trait so that tests can stand in a filesystem with coarse
-/// timestamps.
+/// Reads a directory's stamp, and the filesystem's clock. A trait so that tests can stand in
+/// a filesystem with coarse timestamps.
 pub trait StampSource: Send + Sync {
     fn stamp(&self, dir: &Path) -> std::io::Result<DirStamp>;
+    /// The clock of the filesystem `root` is on, now, if it can be read.
+    fn now(&self, root: &Path) -> Option<FsNow>;
 }
 
 /// The real one: `open` + `fstat`, see the module docs for why not `stat`. `O_DIRECTORY`
 /// because a directory replaced by a FIFO would otherwise block the open (and with it every
 /// listing) until a writer came: it fails with `ENOTDIR` instead, as if the directory were
 /// gone, which it is.
-pub struct OpenAndStat;
+#[derive(Default)]
+pub struct OpenAndStat {
+    clocks: FsClocks,
+}
 
 impl StampSource for OpenAndStat {
     fn stamp(&self, dir: &Path) -> std::io::Result<DirStamp> {
@@ -82,28 +99,56 @@ impl StampSource for OpenAndStat {
             .open(dir)?;
         Ok(DirStamp::of(&handle.metadata()?))
     }
+
+    fn now(&self, root: &Path) -> Option<FsNow> {
+        self.clocks.now(root)
+    }
 }
 
+/// Distribution files by name, with the inode readdir gave. Persistent, so that a listing
+/// with one more file shares everything else with the last.
+type Files = imbl::HashMap<String, (u64, Arc<DistFile>)>;
+
+/// The same files as `(inode, hash of the name)`, which a re-read looks every entry up in:
+/// two integers hash and compare far faster than names do, which matters at 100,000 entries
+/// a read. The name hash is keyed per process, so no name can be made to collide on purpose.
+type Inodes = std::collections::HashSet<(u64, u64)>;
+
 /// One directory as it was last read.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct DirListing {
     stamp: DirStamp,
-    read_at: SystemTime,
-    /// Distribution files by name, with the inode readdir gave, to know which need a new stat.
-    files: BTreeMap<String, (u64, Arc<DistFile>)>,
-    subdirs: Vec<PathBuf>,
+    /// When the read began: by the filesystem's clock if it could be read (on this
+    /// directory's device), else by this host's.
+    read_at: ReadAt,
+    files: Files,
+    /// Shared with the listings of earlier runs while the directory does not change.
+    inodes: Arc<Inodes>,
+    subdirs: Arc<Vec<PathBuf>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ReadAt {
+    Filesystem(SystemTime),
+    Host(SystemTime),
 }
 
 impl DirListing {
+    /// Whether every change after this read is bound to move the stamp.
     fn settled(&self, window: Duration) -> bool {
-        self.read_at
-            .duration_since(self.stamp.last_change())
-            .is_ok_and(|age| age >= window)
+        let last_change = self.stamp.last_change();
+        match self.read_at {
+            // One clock on both sides: later is later, whatever the granularity or the skew.
+            ReadAt::Filesystem(clock) => clock > last_change,
+            ReadAt::Host(clock) => clock
+                .duration_since(last_change)
+                .is_ok_and(|age| age >= window),
+        }
     }
 }
 
 /// Every directory under the roots, and the snapshot they make up.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Tree {
     dirs: BTreeMap<PathBuf, DirListing>,
     /// Directories that could not be read, left out of the snapshot. Each is tried again on
@@ -119,14 +164,20 @@ pub struct ConsistentBackend {
     stamps: Box<dyn StampSource>,
     window: Duration,
     current: RwLock<Arc<Tree>>,
-    /// Held while the tree is re-read, so that many requests finding the same change do the
-    /// work once.
-    refresh: Mutex<()>,
+    /// One check (and re-read) of the tree at a time, shared by the requests waiting for it.
+    validation: Coalesced<Arc<Tree>>,
+    /// Directories read so far (not just stamped): what the work of a change costs.
+    dir_reads: AtomicUsize,
+    /// Whether the last check found a change: then the next one does not wait for the
+    /// filesystem's clock (see `await_clock_past`).
+    changing: std::sync::atomic::AtomicBool,
+    /// Keys the hash of names in [`Inodes`].
+    names: std::collections::hash_map::RandomState,
 }
 
 impl ConsistentBackend {
     pub fn new(roots: Vec<PathBuf>) -> Self {
-        Self::with_stamps(roots, Box::new(OpenAndStat), SETTLE_WINDOW)
+        Self::with_stamps(roots, Box::new(OpenAndStat::default()), SETTLE_WINDOW)
     }
 
     pub fn with_stamps(
@@ -141,7 +192,10 @@ impl ConsistentBackend {
             stamps,
             window,
             current: RwLock::new(Arc::new(Tree::default())),
-            refresh: Mutex::new(()),
+            validation: Coalesced::default(),
+            dir_reads: AtomicUsize::new(0),
+            changing: std::sync::atomic::AtomicBool::new(false),
+            names: std::collections::hash_map::RandomState::new(),
         }
     }
 
@@ -152,22 +206,58 @@ impl ConsistentBackend {
             .clone()
     }
 
-    /// True when every directory's stamp is the one it had when read, and trusted, and every
-    /// directory that could not be read still cannot.
-    fn still_valid(&self, tree: &Tree) -> bool {
+    /// Whether every directory's stamp is the one it had when read, and trusted, and every
+    /// directory that could not be read still cannot; if not, the latest change seen.
+    fn check(&self, tree: &Tree) -> Checked {
+        let mut stale = Checked::Valid;
+        let mut found = |change: SystemTime| {
+            stale = match stale {
+                Checked::Stale { latest_change } if latest_change >= change => stale,
+                _ => Checked::Stale {
+                    latest_change: change,
+                },
+            }
+        };
         if tree.dirs.is_empty() && tree.unreadable.is_empty() {
-            return false;
+            found(SystemTime::UNIX_EPOCH);
         }
-        tree.dirs.iter().all(|(path, listing)| {
-            listing.settled(self.window)
-                && self
-                    .stamps
-                    .stamp(path)
-                    .is_ok_and(|stamp| stamp == listing.stamp)
-        }) && tree
+        for (path, listing) in &tree.dirs {
+            match self.stamps.stamp(path) {
+                Ok(stamp) if stamp == listing.stamp && listing.settled(self.window) => {}
+                Ok(stamp) => found(stamp.last_change()),
+                Err(_) => found(SystemTime::UNIX_EPOCH),
+            }
+        }
+        if !tree
             .unreadable
             .iter()
             .all(|path| self.stamps.stamp(path).is_err_and(|err| !is_gone(&err)))
+        {
+            found(SystemTime::UNIX_EPOCH);
+        }
+        stale
+    }
+
+    /// Waits, briefly, for the filesystem's clock to move past `change`. A directory read in
+    /// the same tick as its last change cannot be trusted and would be read again at the next
+    /// request; on a filesystem whose tick is a few milliseconds, waiting out the tick before
+    /// reading costs less than reading twice (a quiet directory that just took one upload).
+    /// On a coarse one the wait gives up.
+    fn await_clock_past(&self, change: SystemTime) {
+        for root in &self.roots {
+            let give_up = std::time::Instant::now() + CLOCK_WAIT;
+            while let Some(now) = self.stamps.now(root) {
+                if now.at > change || std::time::Instant::now() >= give_up {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    fn name_hash(&self, name: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.names.hash_one(name)
     }
 
     /// Notes a directory that cannot be read; a missing one is simply not there.
@@ -182,9 +272,12 @@ impl ConsistentBackend {
     fn reread(&self, old: &Tree) -> Tree {
         let mut dirs = BTreeMap::new();
         let mut unreadable = Vec::new();
+        let mut change = Change::default();
         let mut pending: Vec<(usize, PathBuf)> = self.roots.iter().cloned().enumerate().collect();
+        // Read before any directory is, so that every read below begins after it.
+        let clocks: Vec<Option<FsNow>> = self.roots.iter().map(|r| self.stamps.now(r)).collect();
         while let Some((root, dir)) = pending.pop() {
-            let read_at = SystemTime::now();
+            let host_now = SystemTime::now();
             let stamp = match self.stamps.stamp(&dir) {
                 Ok(stamp) => stamp,
                 // Gone between its parent's read and now (or a missing root): nothing to list.
@@ -194,46 +287,38 @@ impl ConsistentBackend {
                     continue;
                 }
             };
+            // A mount point below a root has a clock of its own, which was not read.
+            let read_at = match clocks[root] {
+                Some(clock) if clock.device == stamp.device => ReadAt::Filesystem(clock.at),
+                _ => ReadAt::Host(host_now),
+            };
             let listing = match old.dirs.get(&dir) {
                 Some(previous) if previous.stamp == stamp && previous.settled(self.window) => {
-                    DirListing {
-                        stamp,
-                        read_at: previous.read_at,
-                        files: previous.files.clone(),
-                        subdirs: previous.subdirs.clone(),
+                    previous.clone()
+                }
+                previous => {
+                    match self.read_dir(root, &dir, stamp, read_at, previous, &mut change) {
+                        Ok(listing) => listing,
+                        Err(err) => {
+                            self.left_out(dir, &err, &mut unreadable);
+                            continue;
+                        }
                     }
                 }
-                previous => match self.read_dir(root, &dir, stamp, read_at, previous) {
-                    Ok(listing) => listing,
-                    Err(err) => {
-                        self.left_out(dir, &err, &mut unreadable);
-                        continue;
-                    }
-                },
             };
             pending.extend(listing.subdirs.iter().map(|sub| (root, sub.clone())));
             dirs.insert(dir, listing);
         }
+        // Directories gone (or now unreadable) take their files with them.
+        for (path, listing) in &old.dirs {
+            if !dirs.contains_key(path) {
+                change
+                    .removed
+                    .extend(listing.files.values().map(|(_, file)| file.clone()));
+            }
+        }
         unreadable.sort();
-        let unchanged = dirs.len() == old.dirs.len()
-            && dirs.iter().zip(old.dirs.iter()).all(|((a, la), (b, lb))| {
-                a == b
-                    && la.files.len() == lb.files.len()
-                    && la
-                        .files
-                        .values()
-                        .zip(lb.files.values())
-                        .all(|((_, fa), (_, fb))| Arc::ptr_eq(fa, fb))
-            });
-        let snapshot = if unchanged {
-            old.snapshot.clone()
-        } else {
-            Arc::new(Snapshot::from_found(
-                &self.roots,
-                dirs.values()
-                    .flat_map(|listing| listing.files.values().map(|(_, file)| file.clone())),
-            ))
-        };
+        let snapshot = self.apply(&old.snapshot, &change, &dirs);
         Tree {
             dirs,
             unreadable,
@@ -241,31 +326,65 @@ impl ConsistentBackend {
         }
     }
 
+    /// `snapshot` with `change` made: by itself when it can be, else rebuilt from `dirs`.
+    fn apply(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        change: &Change,
+        dirs: &BTreeMap<PathBuf, DirListing>,
+    ) -> Arc<Snapshot> {
+        if change.removed.is_empty() && change.added.is_empty() {
+            return snapshot.clone();
+        }
+        match snapshot.changed(&change.removed, &change.added) {
+            Some(changed) => Arc::new(changed),
+            None => Arc::new(Snapshot::from_found(
+                &self.roots,
+                dirs.values()
+                    .flat_map(|listing| listing.files.values().map(|(_, file)| file.clone())),
+            )),
+        }
+    }
+
+    /// Reads `dir` again, starting from its `previous` listing: an entry readdir gives with
+    /// the inode it had is kept as it was, without a `stat`; the rest is looked at and noted
+    /// in `change`.
     fn read_dir(
         &self,
         root: usize,
         dir: &Path,
         stamp: DirStamp,
-        read_at: SystemTime,
+        read_at: ReadAt,
         previous: Option<&DirListing>,
+        change: &mut Change,
     ) -> std::io::Result<DirListing> {
         use std::os::unix::fs::DirEntryExt;
-        let mut files = BTreeMap::new();
+        self.dir_reads.fetch_add(1, Ordering::Relaxed);
+        use std::os::unix::ffi::OsStrExt;
+        let no_inodes = Inodes::new();
+        let known = previous.map_or(&no_inodes, |p| &*p.inodes);
+        let mut files = previous.map(|p| p.files.clone()).unwrap_or_default();
+        let mut inodes = Inodes::with_capacity(known.len() + 16);
         let mut subdirs = Vec::new();
+        let mut found = Change::default();
         for entry in std::fs::read_dir(dir)? {
             // An error in the middle of a directory leaves it unread as a whole: a listing
             // that silently lacks files would be worse than one that lacks the directory.
             let entry = entry?;
-            let inode = entry.ino();
-            if let Some((known_inode, file)) = entry
-                .file_name()
-                .to_str()
-                .and_then(|name| previous?.files.get(name))
-            {
-                if *known_inode == inode {
-                    files.insert(file.name.filename().to_owned(), (inode, file.clone()));
-                    continue;
-                }
+            let os_name = entry.file_name();
+            let key = (entry.ino(), self.name_hash(os_name.as_bytes()));
+            if known.contains(&key) {
+                inodes.insert(key);
+                continue;
+            }
+            let Ok(name) = os_name.into_string() else {
+                continue;
+            };
+            let inode = key.0;
+            // What this process published since the last read (see `list_published`).
+            if files.get(&name).is_some_and(|(listed, _)| *listed == inode) {
+                inodes.insert(key);
+                continue;
             }
             match classify(
                 &self.roots[root],
@@ -273,38 +392,154 @@ impl ConsistentBackend {
                 &entry,
                 &self.unreadable,
             ) {
-                Entry::Dir(path) => subdirs.push(path),
-                Entry::File(file) => {
-                    files.insert(file.name.filename().to_owned(), (inode, Arc::from(file)));
+                Entry::Dir(path) => {
+                    subdirs.push(path);
+                    // A listed file replaced by a directory of its name.
+                    if let Some((_, gone)) = files.remove(&name) {
+                        found.removed.push(gone);
+                    }
                 }
-                Entry::Skipped => {}
+                Entry::File(file) => {
+                    let file: Arc<DistFile> = Arc::from(file);
+                    if let Some((_, replaced)) = files.insert(name.clone(), (inode, file.clone())) {
+                        found.removed.push(replaced);
+                    }
+                    found.added.push(file);
+                    inodes.insert(key);
+                }
+                // A listed file replaced by something that is not one.
+                Entry::Skipped => {
+                    if let Some((_, gone)) = files.remove(&name) {
+                        found.removed.push(gone);
+                    }
+                }
             }
         }
+        // Listed files readdir no longer gave: gone. Only then is it worth finding which.
+        if files.len() > inodes.len() {
+            let gone: Vec<String> = files
+                .iter()
+                .filter(|(name, (inode, _))| {
+                    !inodes.contains(&(*inode, self.name_hash(name.as_bytes())))
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in gone {
+                if let Some((_, file)) = files.remove(&name) {
+                    found.removed.push(file);
+                }
+            }
+        }
+        change.removed.append(&mut found.removed);
+        change.added.append(&mut found.added);
+        let subdirs = match previous {
+            Some(previous) if *previous.subdirs == subdirs => previous.subdirs.clone(),
+            _ => Arc::new(subdirs),
+        };
         Ok(DirListing {
             stamp,
             read_at,
             files,
+            inodes: Arc::new(inodes),
             subdirs,
         })
     }
+
+    /// Lists a file this process has just published, without waiting for a re-read. Its
+    /// directory's stamp is left as it was read: the publication moved it, and so may have a
+    /// change by another host in the same moment, which only a read can show. The re-read
+    /// that follows finds this file already listed, with the same inode, and so costs no
+    /// `stat` of it and no new snapshot.
+    fn list_published(&self, path: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+        else {
+            return;
+        };
+        let Some(root) = self.roots.iter().position(|root| dir.starts_with(root)) else {
+            return;
+        };
+        let Ok(parsed) = super::DistFilename::parse(name) else {
+            return;
+        };
+        let Ok(metadata) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if !metadata.is_file() {
+            return;
+        }
+        let file = Arc::new(DistFile {
+            name: parsed,
+            relative_path: super::relative_path(&self.roots[root], path),
+            path: path.to_owned(),
+            identity: super::FileIdentity::of(&metadata),
+        });
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let Some(listing) = current.dirs.get(dir) else {
+            return;
+        };
+        if listing
+            .files
+            .get(name)
+            .is_some_and(|(inode, _)| *inode == metadata.ino())
+        {
+            return;
+        }
+        let mut tree = Tree::clone(&current);
+        let mut change = Change::default();
+        if let Some(listing) = tree.dirs.get_mut(dir) {
+            if let Some((_, replaced)) = listing
+                .files
+                .insert(name.to_owned(), (metadata.ino(), file.clone()))
+            {
+                change.removed.push(replaced);
+            }
+        }
+        change.added.push(file);
+        tree.snapshot = self.apply(&tree.snapshot, &change, &tree.dirs);
+        *current = Arc::new(tree);
+    }
+}
+
+/// What a check of the stamps found.
+#[derive(Clone, Copy)]
+enum Checked {
+    Valid,
+    Stale { latest_change: SystemTime },
+}
+
+/// Files that left or joined the listings in one re-read.
+#[derive(Default)]
+struct Change {
+    removed: Vec<Arc<DistFile>>,
+    added: Vec<Arc<DistFile>>,
 }
 
 impl Backend for ConsistentBackend {
     fn snapshot(&self) -> std::io::Result<Arc<Snapshot>> {
-        let tree = self.current();
-        if self.still_valid(&tree) {
-            return Ok(tree.snapshot.clone());
-        }
-        let _refreshing = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
-        // Another request may have re-read the tree while this one waited.
-        let latest = self.current();
-        if !Arc::ptr_eq(&latest, &tree) && self.still_valid(&latest) {
-            return Ok(latest.snapshot.clone());
-        }
-        let fresh = Arc::new(self.reread(&latest));
-        let snapshot = fresh.snapshot.clone();
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-        Ok(snapshot)
+        let tree = self.validation.run(|| {
+            let tree = self.current();
+            let Checked::Stale { latest_change } = self.check(&tree) else {
+                self.changing.store(false, Ordering::Relaxed);
+                return tree;
+            };
+            // A directory changing at every check (uploads arriving back to back) will be
+            // read again anyway: waiting out the tick would only slow each of them down.
+            if !self.changing.swap(true, Ordering::Relaxed) {
+                self.await_clock_past(latest_change);
+            }
+            // A file published meanwhile is in `current` and not in `tree`: the re-read
+            // starts from `current` so that it is found already known.
+            let latest = self.current();
+            let fresh = Arc::new(self.reread(&latest));
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+            fresh
+        });
+        Ok(tree.snapshot.clone())
+    }
+
+    fn published(&self, path: &Path) {
+        self.list_published(path);
     }
 }
 
@@ -312,7 +547,8 @@ impl Backend for ConsistentBackend {
 mod tests {
     use super::*;
     use std::collections::HashMap;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
 
     /// How many files each directory holds.
     fn file_counts(backend: &ConsistentBackend) -> HashMap<PathBuf, usize> {
@@ -349,9 +585,13 @@ mod tests {
     impl StampSource for Arc<FrozenStamps> {
         fn stamp(&self, dir: &Path) -> std::io::Result<DirStamp> {
             self.reads.fetch_add(1, Ordering::Relaxed);
-            let real = OpenAndStat.stamp(dir)?;
+            let real = OpenAndStat::default().stamp(dir)?;
             let mut frozen = self.frozen.lock().unwrap();
             Ok(*frozen.entry(dir.to_owned()).or_insert(real))
+        }
+        /// No clock to read: the host's clock and the window decide.
+        fn now(&self, _root: &Path) -> Option<FsNow> {
+            None
         }
     }
 
@@ -448,7 +688,10 @@ mod tests {
             if self.0.lock().unwrap().contains(dir) {
                 return Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
             }
-            OpenAndStat.stamp(dir)
+            OpenAndStat::default().stamp(dir)
+        }
+        fn now(&self, _root: &Path) -> Option<FsNow> {
+            None
         }
     }
 
@@ -546,5 +789,184 @@ mod tests {
         for reader in readers {
             reader.join().unwrap();
         }
+    }
+
+    /// A filesystem with one-second timestamps: every stamp and every clock reading is the
+    /// real one cut to its whole second, as ext4 with small inodes (or a server that rounds)
+    /// gives them.
+    #[derive(Default)]
+    struct Coarse(OpenAndStat);
+
+    fn whole_second(at: SystemTime) -> SystemTime {
+        let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    impl StampSource for Arc<Coarse> {
+        fn stamp(&self, dir: &Path) -> std::io::Result<DirStamp> {
+            let real = self.0.stamp(dir)?;
+            let changed = whole_second(real.last_change());
+            let secs = changed
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            Ok(DirStamp {
+                modified: whole_second(real.modified),
+                changed: (i64::try_from(secs).unwrap(), 0),
+                ..real
+            })
+        }
+        fn now(&self, root: &Path) -> Option<FsNow> {
+            self.0.now(root).map(|now| FsNow {
+                at: whole_second(now.at),
+                ..now
+            })
+        }
+    }
+
+    #[test]
+    fn on_a_coarse_filesystem_the_clock_settles_nothing_inside_the_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let coarse = Arc::new(Coarse::default());
+        // The window would trust nothing for an hour: only the filesystem's clock settles.
+        let backend = ConsistentBackend::with_stamps(
+            vec![dir.path().to_owned()],
+            Box::new(coarse.clone()),
+            Duration::from_secs(3600),
+        );
+        backend.snapshot().unwrap();
+        // For three seconds, a new file after every read, each landing in the same second as
+        // the read before it most of the time: each must be seen by the next request.
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        let mut written = 0;
+        let mut settled_reads = 0;
+        while std::time::Instant::now() < until {
+            std::fs::write(
+                dir.path()
+                    .join(format!("demo-1.{written}-py3-none-any.whl")),
+                b"x",
+            )
+            .unwrap();
+            written += 1;
+            assert_eq!(backend.snapshot().unwrap().files().count(), written);
+            settled_reads += usize::from(
+                backend
+                    .current()
+                    .dirs
+                    .values()
+                    .all(|listing| listing.settled(backend.window)),
+            );
+            std::thread::sleep(Duration::from_millis(7));
+        }
+        assert!(written > 100, "{written}");
+        // A read settles only after the second of the last change is over, which with a
+        // write every 7 ms happens only for reads just after a tick: a few, not most.
+        assert!(settled_reads < written / 4, "{settled_reads} of {written}");
+        // Once the second is over, the next read settles and costs no more reads after it.
+        std::thread::sleep(Duration::from_millis(1100));
+        backend.snapshot().unwrap();
+        let reads = backend.dir_reads.load(Ordering::Relaxed);
+        for _ in 0..10 {
+            assert_eq!(backend.snapshot().unwrap().files().count(), written);
+        }
+        assert_eq!(backend.dir_reads.load(Ordering::Relaxed), reads);
+    }
+
+    #[test]
+    fn with_a_fine_clock_a_change_is_trusted_within_milliseconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = ConsistentBackend::new(vec![dir.path().to_owned()]);
+        for n in 0..5 {
+            std::fs::write(
+                dir.path().join(format!("demo-1.{n}-py3-none-any.whl")),
+                b"x",
+            )
+            .unwrap();
+            assert_eq!(backend.snapshot().unwrap().files().count(), n + 1);
+            // Far less than the host-clock window of two seconds.
+            std::thread::sleep(Duration::from_millis(50));
+            backend.snapshot().unwrap();
+            let reads = backend.dir_reads.load(Ordering::Relaxed);
+            for _ in 0..20 {
+                backend.snapshot().unwrap();
+            }
+            assert_eq!(
+                backend.dir_reads.load(Ordering::Relaxed),
+                reads,
+                "settled 50 ms after a change"
+            );
+        }
+    }
+
+    /// Real stamps and clock, but reading the clock takes a while, so that every request
+    /// released at once arrives while the first re-read is under way.
+    struct SlowClock(OpenAndStat);
+
+    impl StampSource for Arc<SlowClock> {
+        fn stamp(&self, dir: &Path) -> std::io::Result<DirStamp> {
+            self.0.stamp(dir)
+        }
+        fn now(&self, root: &Path) -> Option<FsNow> {
+            std::thread::sleep(Duration::from_millis(200));
+            self.0.now(root)
+        }
+    }
+
+    #[test]
+    fn many_requests_during_a_change_cause_one_reread() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join(WHEEL), b"one").unwrap();
+        let backend = Arc::new(ConsistentBackend::with_stamps(
+            vec![dir.path().to_owned()],
+            Box::new(Arc::new(SlowClock(OpenAndStat::default()))),
+            SETTLE_WINDOW,
+        ));
+        backend.snapshot().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        backend.snapshot().unwrap();
+        std::fs::write(dir.path().join(WHEEL2), b"two").unwrap();
+        // Past the filesystem's tick, so that the one re-read settles the directory.
+        std::thread::sleep(Duration::from_millis(50));
+        let reads = backend.dir_reads.load(Ordering::Relaxed);
+        let requests = 64;
+        let start = Arc::new(std::sync::Barrier::new(requests));
+        let threads: Vec<_> = (0..requests)
+            .map(|_| {
+                let (backend, start) = (backend.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    names(&backend.snapshot().unwrap())
+                })
+            })
+            .collect();
+        for thread in threads {
+            assert_eq!(thread.join().unwrap(), [WHEEL, WHEEL2]);
+        }
+        // The changed root, once; "sub" did not change and is not read again.
+        assert_eq!(backend.dir_reads.load(Ordering::Relaxed) - reads, 1);
+    }
+
+    #[test]
+    fn a_file_published_here_is_listed_at_once_and_the_reread_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(WHEEL), b"one").unwrap();
+        let backend = ConsistentBackend::new(vec![dir.path().to_owned()]);
+        backend.snapshot().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        backend.snapshot().unwrap();
+        let temp = dir.path().join(".upload");
+        std::fs::write(&temp, b"two").unwrap();
+        std::fs::hard_link(&temp, dir.path().join(WHEEL2)).unwrap();
+        std::fs::remove_file(&temp).unwrap();
+        backend.published(&dir.path().join(WHEEL2));
+        let listed = backend.current().snapshot.clone();
+        assert_eq!(names(&listed), [WHEEL, WHEEL2]);
+        // The stamp moved, so the next request reads the directory again: it finds the file
+        // already listed and keeps the snapshot as it is.
+        let reads = backend.dir_reads.load(Ordering::Relaxed);
+        let after = backend.snapshot().unwrap();
+        assert_eq!(backend.dir_reads.load(Ordering::Relaxed), reads + 1);
+        assert!(Arc::ptr_eq(&listed, &after));
     }
 }

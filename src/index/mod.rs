@@ -10,14 +10,17 @@
 
 pub mod archive;
 mod cache;
+mod coalesce;
 pub mod consistent;
+pub mod fs_clock;
 mod lock;
 pub mod metadata;
 mod scan;
+mod snapshot;
 pub mod upload;
 mod watch;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -25,6 +28,7 @@ use std::time::SystemTime;
 pub use cache::{FileDetails, FileInfoCache};
 pub use consistent::ConsistentBackend;
 pub use scan::ScanBackend;
+pub use snapshot::Snapshot;
 pub use watch::WatchBackend;
 
 use crate::digest::HashAlgo;
@@ -201,79 +205,6 @@ fn relative_path(root: &Path, path: &Path) -> String {
         .join("/")
 }
 
-/// Every distribution file, grouped by project, each project's files in version order.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    pub projects: BTreeMap<ProjectName, Vec<Arc<DistFile>>>,
-    by_filename: HashMap<String, Arc<DistFile>>,
-}
-
-impl Snapshot {
-    pub fn from_files(files: impl IntoIterator<Item = DistFile>) -> Self {
-        Self::from_shared(files.into_iter().map(Arc::new))
-    }
-
-    /// The snapshot of `files` found under `roots`, ordered as the roots are, then by path
-    /// below the root: the order that decides which copy of a filename found twice is served
-    /// and listed. It is the order in which `Index::find` looks a path up.
-    pub fn from_found(roots: &[PathBuf], files: impl IntoIterator<Item = Arc<DistFile>>) -> Self {
-        let root_of = |file: &DistFile| roots.iter().position(|root| file.path.starts_with(root));
-        let mut found: Vec<_> = files
-            .into_iter()
-            .map(|file| (root_of(&file), file))
-            .collect();
-        found.sort_by(|(root_a, a), (root_b, b)| {
-            root_a
-                .cmp(root_b)
-                .then_with(|| a.relative_path.cmp(&b.relative_path))
-        });
-        Self::from_shared(found.into_iter().map(|(_, file)| file))
-    }
-
-    /// The snapshot of `files`, in the order given (the first of two files with one filename
-    /// is the one served).
-    pub fn from_shared(files: impl IntoIterator<Item = Arc<DistFile>>) -> Self {
-        let mut projects: BTreeMap<ProjectName, Vec<Arc<DistFile>>> = BTreeMap::new();
-        let mut by_filename = HashMap::new();
-        for file in files {
-            // The same filename in two directories is one file to pip: the first wins (see
-            // `from_found` for the order), and only it is listed.
-            match by_filename.entry(file.name.filename().to_owned()) {
-                std::collections::hash_map::Entry::Occupied(_) => continue,
-                std::collections::hash_map::Entry::Vacant(vacant) => vacant.insert(file.clone()),
-            };
-            projects
-                .entry(file.name.project().clone())
-                .or_default()
-                .push(file);
-        }
-        for files in projects.values_mut() {
-            files.sort_by(|a, b| {
-                a.name
-                    .parsed_version()
-                    .cmp(b.name.parsed_version())
-                    .then_with(|| a.name.filename().cmp(b.name.filename()))
-            });
-        }
-        Self {
-            projects,
-            by_filename,
-        }
-    }
-
-    pub fn files(&self) -> impl Iterator<Item = &Arc<DistFile>> {
-        self.projects.values().flatten()
-    }
-
-    pub fn project(&self, project: &ProjectName) -> Option<&[Arc<DistFile>]> {
-        self.projects.get(project).map(Vec::as_slice)
-    }
-
-    pub fn find_filename(&self, filename: &str) -> Option<&Arc<DistFile>> {
-        self.by_filename.get(filename)
-    }
-}
-
 /// Where listings come from. The scanning backend is the reference the others must agree with.
 pub trait Backend: Send + Sync {
     /// Every distribution file as the directories hold it now, built with
@@ -282,6 +213,10 @@ pub trait Backend: Send + Sync {
     fn snapshot(&self) -> std::io::Result<Arc<Snapshot>>;
     /// Tells the backend that a file was published or removed through this process.
     fn invalidate(&self) {}
+    /// Tells the backend that this process has just published the file at `path`.
+    fn published(&self, _path: &Path) {
+        self.invalidate();
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -357,7 +292,7 @@ impl Index {
             .as_ref()
             .is_some_and(|last| Arc::ptr_eq(last, &snapshot))
         {
-            self.cache.retain_only(snapshot.files());
+            self.cache.trim_to(&snapshot);
             *trimmed_for = Some(snapshot.clone());
         }
         Ok(snapshot)

@@ -292,8 +292,9 @@ impl Index {
             std::fs::File::open(self.upload_dir())?.sync_all()?;
             target
         };
-        self.backend.invalidate();
+        // The digests first: a request listing the file then finds them.
         self.remember(&target, &name, &received.digests, &metadata);
+        self.backend.published(&target);
         Ok(name)
     }
 

@@ -45,6 +45,27 @@ const SWEEP_MIN_AGE: Duration = Duration::from_secs(60);
 /// What a 503 for a full upload or download queue tells the client to wait.
 pub(crate) const RETRY_AFTER_SECS: u32 = 5;
 
+/// How long a request waits for an upload or download slot before its 503. A burst (CI
+/// pipelines finishing together) queues for a moment instead of failing; a request waiting
+/// holds its connection and nothing else, since its body is not read until it has a slot.
+pub(crate) const SLOT_WAIT: Duration = Duration::from_secs(5);
+
+/// A slot from `slots`, waiting up to [`SLOT_WAIT`]; past that a 503 naming the `flag` that
+/// sets how many there are.
+pub(crate) async fn slot(
+    slots: &Arc<rocket::tokio::sync::Semaphore>,
+    what: &str,
+    flag: &str,
+) -> Result<rocket::tokio::sync::OwnedSemaphorePermit, error::ApiError> {
+    match rocket::tokio::time::timeout(SLOT_WAIT, slots.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(error::ApiError::unavailable(
+            format!("the server is {what} as many at once as it may ({flag}): retry shortly"),
+            RETRY_AFTER_SECS,
+        )),
+    }
+}
+
 /// What every handler can reach.
 pub struct App {
     pub index: Arc<Index>,

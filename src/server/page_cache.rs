@@ -13,7 +13,7 @@ use crate::names::ProjectName;
 /// A rendered page body, shared by every response that sends it.
 pub(crate) type PageBytes = Arc<[u8]>;
 
-/// The root index, rendered once per snapshot and format. With 100k files it is a page of 10k
+/// The root index, rendered once per set of project names and format. With 100k files it is a page of 10k
 /// links: rebuilding it per request cost a clone of every name and a fresh page per request in
 /// flight (65 MB of peak RSS at 32 connections).
 #[derive(Default)]
@@ -21,7 +21,8 @@ pub(crate) struct RootPages {
     cached: Mutex<Option<RootPagesOf>>,
 }
 
-/// The root index of one snapshot, in each format asked for so far.
+/// The root index of the latest snapshot with these project names, in each format asked for
+/// so far.
 struct RootPagesOf {
     snapshot: Arc<Snapshot>,
     html: Option<PageBytes>,
@@ -32,7 +33,12 @@ impl RootPages {
     pub(crate) fn get(&self, snapshot: &Arc<Snapshot>, json: bool) -> PageBytes {
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         let pages = match &mut *cached {
-            Some(pages) if Arc::ptr_eq(&pages.snapshot, snapshot) => pages,
+            // A new file of a known project changes the snapshot, not this page.
+            Some(pages) if pages.snapshot.same_names(snapshot) => {
+                // Holding the latest lets the files of older snapshots go.
+                pages.snapshot = snapshot.clone();
+                pages
+            }
             stale => stale.insert(RootPagesOf {
                 snapshot: snapshot.clone(),
                 html: None,
@@ -45,7 +51,7 @@ impl RootPages {
             &mut pages.html
         };
         page.get_or_insert_with(|| {
-            let names: Vec<&ProjectName> = snapshot.projects.keys().collect();
+            let names: Vec<&ProjectName> = snapshot.project_names().collect();
             let body = if json {
                 render::project_list_json(&names)
             } else {

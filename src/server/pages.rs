@@ -276,22 +276,16 @@ pub(crate) async fn download(
     }))
 }
 
-/// How long a download waits for a streaming slot before it is told to come back.
-const STREAM_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// A slot for a streamed download: each one holds about 1.5 MiB of buffers while its client
 /// reads, so their number bounds what downloads can make the server hold, whatever their
 /// clients do. Waits a little, then answers 503 so the client retries (pip and uv do).
 async fn stream_slot(app: &App) -> Result<rocket::tokio::sync::OwnedSemaphorePermit, ApiError> {
-    let acquire = app.stream_slots.clone().acquire_owned();
-    match rocket::tokio::time::timeout(STREAM_SLOT_WAIT, acquire).await {
-        Ok(Ok(permit)) => Ok(permit),
-        _ => Err(ApiError::unavailable(
-            "the server is sending as many large files as it may at once \
-             (--max-streamed-downloads): retry shortly",
-            super::RETRY_AFTER_SECS,
-        )),
-    }
+    super::slot(
+        &app.stream_slots,
+        "sending large files",
+        "--max-streamed-downloads",
+    )
+    .await
 }
 
 /// The conditional and range headers of a download.

@@ -145,8 +145,7 @@ pub(crate) async fn rpc(
     let hits = blocking(move || -> std::io::Result<_> {
         let snapshot = index.snapshot()?;
         Ok(snapshot
-            .projects
-            .iter()
+            .projects()
             .filter(|(name, _)| terms.iter().any(|t| name.as_str().contains(t.as_str())))
             .filter_map(|(name, files)| {
                 files

@@ -127,13 +127,12 @@ async fn handle(body: BodyInfo, data: Data<'_>, app: &App) -> Result<String, Api
         .starts_with("multipart/form-data")
     {
         // Held until the upload is published or refused.
-        let Ok(_slot) = app.upload_slots.clone().try_acquire_owned() else {
-            return Err(ApiError::unavailable(
-                "the server is receiving as many uploads as it may at once \
-                 (--max-concurrent-uploads): retry shortly",
-                super::RETRY_AFTER_SECS,
-            ));
-        };
+        let _slot = super::slot(
+            &app.upload_slots,
+            "receiving uploads",
+            "--max-concurrent-uploads",
+        )
+        .await?;
         let received = read_multipart(&content_type, data, app).await?;
         return dispatch(received, app).await;
     } else if content_type

@@ -89,7 +89,7 @@ fn stalled_uploads_hold_no_thread_and_the_cap_answers_503() {
         200
     );
 
-    // One more upload than the cap: refused at once, with when to retry.
+    // One more upload than the cap: it waits for a slot, then is refused with when to retry.
     let mut extra = stalled_upload(&server);
     let answer = read_until_closed(&mut extra, Duration::from_secs(10))
         .expect("the upload over the cap was neither answered nor closed");
