@@ -164,8 +164,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub shutdown_grace: u32,
 
-    /// Uploads received at once; past it an upload gets 503 with Retry-After before its body
-    /// is read. Each upload holds up to about 2 MiB of buffers.
+    /// Uploads received at once; past it an upload waits up to 5 s for a slot (its body
+    /// unread), then gets 503 with Retry-After. Each upload holds up to about 2 MiB of buffers.
     #[arg(long, default_value_t = 64, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_concurrent_uploads: u32,

@@ -7,8 +7,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::archive::EntryLocation;
+use super::consistent::{CLOCK_WAIT, SETTLE_WINDOW};
+use super::fs_clock::FsClocks;
 use super::metadata::{metadata_for, DistMetadata};
 use super::{DistFile, FileIdentity, Snapshot};
 use crate::digest::{hash_file, hex_digest, HashAlgo};
@@ -30,9 +33,25 @@ pub struct FileDetails {
 /// `std::io::Error` is not `Clone`, so an error travels as its kind and message.
 type Reading = Arc<OnceLock<Result<Arc<FileDetails>, (std::io::ErrorKind, String)>>>;
 
+/// A cached reading of a file, and whether it may be served without reading the file again.
+///
+/// The racy case again (see `consistent`): a file rewritten in the same timestamp tick as it
+/// was read, at the same size, keeps its identity. So a reading is trusted only if it began
+/// after the filesystem's clock had moved past the file's last change: any later change then
+/// carries a later timestamp and a new identity. An untrusted reading is served to the
+/// request that made it and read again by the next.
+struct Cached {
+    identity: FileIdentity,
+    details: Arc<FileDetails>,
+    trusted: bool,
+}
+
 pub struct FileInfoCache {
     hash_algo: Option<HashAlgo>,
-    entries: Mutex<HashMap<PathBuf, (FileIdentity, Arc<FileDetails>)>>,
+    /// The package directories, whose filesystem clocks judge readings.
+    roots: Vec<PathBuf>,
+    clocks: FsClocks,
+    entries: Mutex<HashMap<PathBuf, Cached>>,
     /// Versions being read now, so that a second request for one waits for the first read.
     reading: Mutex<HashMap<(PathBuf, FileIdentity), Reading>>,
     /// How many files were read for their details: what the cache exists to keep low.
@@ -40,9 +59,11 @@ pub struct FileInfoCache {
 }
 
 impl FileInfoCache {
-    pub fn new(hash_algo: Option<HashAlgo>) -> Self {
+    pub fn new(hash_algo: Option<HashAlgo>, roots: Vec<PathBuf>) -> Self {
         Self {
             hash_algo,
+            roots,
+            clocks: FsClocks::default(),
             entries: Mutex::new(HashMap::new()),
             reading: Mutex::new(HashMap::new()),
             reads: AtomicU64::new(0),
@@ -58,8 +79,33 @@ impl FileInfoCache {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(&file.path)
-            .filter(|(identity, _)| *identity == file.identity)
-            .map(|(_, details)| details.clone())
+            .filter(|cached| cached.trusted && cached.identity == file.identity)
+            .map(|cached| cached.details.clone())
+    }
+
+    /// Now, by the clock that stamps `file`: its filesystem's, or, where that cannot be read,
+    /// this host's less the margin the directory listings allow for skew and granularity.
+    fn clock_for(&self, file: &DistFile) -> SystemTime {
+        let root = self.roots.iter().find(|root| file.path.starts_with(root));
+        match root.and_then(|root| self.clocks.now(root)) {
+            Some(now) if now.device == file.identity.device => now.at,
+            _ => SystemTime::now()
+                .checked_sub(SETTLE_WINDOW)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        }
+    }
+
+    /// A reading of the clock taken past `file`'s last change if that comes within a short
+    /// wait (a kernel tick), else the last reading.
+    fn clock_past(&self, file: &DistFile) -> SystemTime {
+        let give_up = Instant::now() + CLOCK_WAIT;
+        loop {
+            let now = self.clock_for(file);
+            if now > file.identity.last_change() || Instant::now() >= give_up {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// The details of `file`, read from it only when this version of it was never seen, and
@@ -96,22 +142,43 @@ impl FileInfoCache {
     }
 
     fn read(&self, file: &DistFile) -> std::io::Result<Arc<FileDetails>> {
+        let began = self.clock_past(file);
         self.reads.fetch_add(1, Ordering::Relaxed);
         let link_hex = match self.hash_algo {
             Some(algo) => hash_file(&file.path, &[algo])?.pop(),
             None => None,
         };
         let metadata = metadata_for(&file.path, file.name.kind());
-        Ok(self.insert(file, link_hex, &metadata))
+        Ok(self.record(
+            file,
+            link_hex,
+            &metadata,
+            began > file.identity.last_change(),
+        ))
     }
 
     /// Records what an upload already computed while streaming, so the new file is not read
     /// again just to be listed. `link_hex` is the `--hash-algo` digest of the file.
+    ///
+    /// The digests are of the bytes the upload wrote, but a writer in the same tick as the
+    /// upload's last change could have rewritten them without a trace: they are trusted only
+    /// if the clock has already moved on, else the first listing reads the file once.
     pub fn insert(
         &self,
         file: &DistFile,
         link_hex: Option<String>,
         metadata: &DistMetadata,
+    ) -> Arc<FileDetails> {
+        let trusted = self.clock_for(file) > file.identity.last_change();
+        self.record(file, link_hex, metadata, trusted)
+    }
+
+    fn record(
+        &self,
+        file: &DistFile,
+        link_hex: Option<String>,
+        metadata: &DistMetadata,
+        trusted: bool,
     ) -> Arc<FileDetails> {
         let details = Arc::new(FileDetails {
             link_hash: self.hash_algo.zip(link_hex),
@@ -123,12 +190,17 @@ impl FileInfoCache {
             core_metadata_at: metadata.core_metadata_at,
         });
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.insert(file.path.clone(), (file.identity, details.clone()));
+        entries.insert(
+            file.path.clone(),
+            Cached {
+                identity: file.identity,
+                details: details.clone(),
+                trusted,
+            },
+        );
         details
     }
 
-    /// Forgets files that are no longer in the directories, so the cache stays the size of the
-    /// tree.
     /// Forgets files `snapshot` no longer lists, once they are many: a busy index makes a
     /// snapshot per file that lands, and trimming at each would cost a pass over the whole
     /// index per upload. Forgotten entries stay bounded by a quarter of the index (at least
@@ -145,5 +217,72 @@ impl FileInfoCache {
 
     pub fn hash_algo(&self) -> Option<HashAlgo> {
         self.hash_algo
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn dist_file(path: &std::path::Path) -> DistFile {
+        DistFile {
+            name: crate::names::DistFilename::parse(path.file_name().unwrap().to_str().unwrap())
+                .unwrap(),
+            path: path.to_owned(),
+            relative_path: path.file_name().unwrap().to_string_lossy().into_owned(),
+            identity: FileIdentity::of(&std::fs::metadata(path).unwrap()),
+        }
+    }
+
+    fn digest(cache: &FileInfoCache, path: &std::path::Path) -> String {
+        let details = cache.details(&dist_file(path)).unwrap();
+        details.link_hash.clone().unwrap().1
+    }
+
+    #[test]
+    fn a_rewrite_that_restores_the_mtime_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo-1.0.tar.gz");
+        std::fs::write(&path, b"first").unwrap();
+        let cache = FileInfoCache::new(Some(HashAlgo::Sha256), vec![dir.path().to_owned()]);
+        let first = digest(&cache, &path);
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        // Same size, same mtime (as `cp -p` or `touch -r` leave it): only the ctime moved.
+        std::fs::write(&path, b"other").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_ne!(digest(&cache, &path), first);
+        assert_eq!(cache.reads(), 2);
+    }
+
+    #[test]
+    fn a_reading_that_did_not_begin_after_the_last_change_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo-1.0.tar.gz");
+        std::fs::write(&path, b"settled").unwrap();
+        let cache = FileInfoCache::new(Some(HashAlgo::Sha256), vec![dir.path().to_owned()]);
+        digest(&cache, &path);
+        digest(&cache, &path);
+        assert_eq!(cache.reads(), 1, "a settled file is read once");
+        // A last change the clock has not reached yet, as a change in the current tick of a
+        // coarse filesystem looks: whatever was read may be rewritten unseen, so every
+        // reading is provisional.
+        let future = dir.path().join("demo-2.0.tar.gz");
+        std::fs::write(&future, b"racy").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&future)
+            .unwrap()
+            .set_modified(SystemTime::now() + Duration::from_secs(3600))
+            .unwrap();
+        digest(&cache, &future);
+        digest(&cache, &future);
+        assert_eq!(cache.reads(), 3);
     }
 }

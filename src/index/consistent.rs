@@ -44,7 +44,7 @@ pub const SETTLE_WINDOW: Duration = Duration::from_secs(2);
 /// How long a re-read waits for the filesystem's clock to leave the tick of the change it is
 /// about to read: longer than a kernel tick (1 to 10 ms), far shorter than a re-read of a large
 /// directory.
-const CLOCK_WAIT: Duration = Duration::from_millis(20);
+pub(super) const CLOCK_WAIT: Duration = Duration::from_millis(20);
 
 /// What moves when a directory's entries change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,7 +373,10 @@ impl ConsistentBackend {
             let entry = entry?;
             let os_name = entry.file_name();
             let key = (entry.ino(), self.name_hash(os_name.as_bytes()));
-            if known.contains(&key) {
+            // Only a regular file is taken on its name and inode (readdir's type costs no
+            // call): an inode number is reused, by a directory or a symlink too.
+            let regular = entry.file_type().is_ok_and(|kind| kind.is_file());
+            if regular && known.contains(&key) {
                 inodes.insert(key);
                 continue;
             }
@@ -382,7 +385,7 @@ impl ConsistentBackend {
             };
             let inode = key.0;
             // What this process published since the last read (see `list_published`).
-            if files.get(&name).is_some_and(|(listed, _)| *listed == inode) {
+            if regular && files.get(&name).is_some_and(|(listed, _)| *listed == inode) {
                 inodes.insert(key);
                 continue;
             }
@@ -462,19 +465,15 @@ impl ConsistentBackend {
         let Ok(parsed) = super::DistFilename::parse(name) else {
             return;
         };
+        // Under the lock, so that no re-read lands between this look at the disk and the
+        // listing: a file removed meanwhile is not listed again.
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         let Ok(metadata) = std::fs::symlink_metadata(path) else {
             return;
         };
         if !metadata.is_file() {
             return;
         }
-        let file = Arc::new(DistFile {
-            name: parsed,
-            relative_path: super::relative_path(&self.roots[root], path),
-            path: path.to_owned(),
-            identity: super::FileIdentity::of(&metadata),
-        });
-        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         let Some(listing) = current.dirs.get(dir) else {
             return;
         };
@@ -485,6 +484,12 @@ impl ConsistentBackend {
         {
             return;
         }
+        let file = Arc::new(DistFile {
+            name: parsed,
+            relative_path: super::relative_path(&self.roots[root], path),
+            path: path.to_owned(),
+            identity: super::FileIdentity::of(&metadata),
+        });
         let mut tree = Tree::clone(&current);
         let mut change = Change::default();
         if let Some(listing) = tree.dirs.get_mut(dir) {
@@ -494,6 +499,8 @@ impl ConsistentBackend {
             {
                 change.removed.push(replaced);
             }
+            // Whatever the stamp says, the next check reads the directory again.
+            listing.read_at = ReadAt::Host(SystemTime::UNIX_EPOCH);
         }
         change.added.push(file);
         tree.snapshot = self.apply(&tree.snapshot, &change, &tree.dirs);
@@ -968,5 +975,31 @@ mod tests {
         let after = backend.snapshot().unwrap();
         assert_eq!(backend.dir_reads.load(Ordering::Relaxed), reads + 1);
         assert!(Arc::ptr_eq(&listed, &after));
+    }
+
+    const INNER: &str = "inner-1.0-py3-none-any.whl";
+
+    #[test]
+    fn a_file_replaced_by_a_directory_of_its_name_is_listed_as_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = ConsistentBackend::new(vec![dir.path().to_owned()]);
+        // Several rounds: the filesystem may hand the file's inode to the directory, which
+        // must not pass for the file.
+        for round in 0..5 {
+            let name = format!("demo-{round}.0-py3-none-any.whl");
+            std::fs::write(dir.path().join(&name), b"one").unwrap();
+            assert!(names(&backend.snapshot().unwrap()).contains(&name));
+            std::fs::remove_file(dir.path().join(&name)).unwrap();
+            std::fs::create_dir(dir.path().join(&name)).unwrap();
+            std::fs::write(dir.path().join(&name).join(INNER), b"inner").unwrap();
+            let listed: Vec<String> = backend
+                .snapshot()
+                .unwrap()
+                .files()
+                .map(|f| f.relative_path.clone())
+                .collect();
+            assert_eq!(listed, [format!("{name}/{INNER}")], "round {round}");
+            std::fs::remove_dir_all(dir.path().join(&name)).unwrap();
+        }
     }
 }

@@ -78,14 +78,26 @@ impl FsClocks {
 }
 
 fn open_probe(root: &Path) -> Probe {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = root.join(CLOCK_FILE);
-    match std::fs::OpenOptions::new()
+    // Never through a symlink (anyone who can write the directory could point it anywhere
+    // the server may write), never blocking on a FIFO, and only a regular file.
+    let opened = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)
-    {
+        .and_then(|file| {
+            if file.metadata()?.is_file() {
+                Ok(file)
+            } else {
+                Err(std::io::Error::other("not a regular file"))
+            }
+        });
+    match opened {
         Ok(file) => Probe::Open(file),
         Err(err) => {
             // Read-only directories are normal for a replica that only serves: said once
@@ -141,6 +153,36 @@ mod tests {
         assert!(second.at >= timestamp(changed.ctime(), changed.ctime_nsec()));
         assert_eq!(second.device, changed.dev());
         assert!(dir.path().join(CLOCK_FILE).exists());
+    }
+
+    #[test]
+    fn a_probe_that_is_a_symlink_or_a_fifo_is_not_followed_or_opened() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("precious");
+        std::fs::write(&target, b"x").unwrap();
+        let before = std::fs::metadata(&target).unwrap().modified().unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(CLOCK_FILE)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(FsClocks::default().now(dir.path()), None);
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().modified().unwrap(),
+            before
+        );
+        // A dangling link creates nothing where it points.
+        std::fs::remove_file(dir.path().join(CLOCK_FILE)).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("new"), dir.path().join(CLOCK_FILE))
+            .unwrap();
+        assert_eq!(FsClocks::default().now(dir.path()), None);
+        assert!(!outside.path().join("new").exists());
+        // A FIFO is neither blocked on nor touched.
+        std::fs::remove_file(dir.path().join(CLOCK_FILE)).unwrap();
+        let fifo =
+            std::ffi::CString::new(dir.path().join(CLOCK_FILE).as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        assert_eq!(FsClocks::default().now(dir.path()), None);
     }
 
     #[test]

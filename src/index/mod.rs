@@ -46,11 +46,14 @@ pub struct DistFile {
 }
 
 /// What tells one version of a file from another without reading it. A file replaced in place
-/// changes at least one of these.
+/// changes at least one of these, unless the change lands in the same timestamp tick as the
+/// last (see `FileInfoCache` for how that case is caught). The ctime is here because writing
+/// can restore an mtime (`cp -p`, `touch -r`), never a ctime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileIdentity {
     pub size: u64,
     pub modified: SystemTime,
+    pub changed: SystemTime,
     pub inode: u64,
     pub device: u64,
 }
@@ -61,9 +64,15 @@ impl FileIdentity {
         Self {
             size: metadata.len(),
             modified: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            changed: fs_clock::timestamp(metadata.ctime(), metadata.ctime_nsec()),
             inode: metadata.ino(),
             device: metadata.dev(),
         }
+    }
+
+    /// When the file last changed, content or inode.
+    pub fn last_change(&self) -> SystemTime {
+        self.modified.max(self.changed)
     }
 }
 
@@ -268,7 +277,7 @@ impl Index {
             BackendKind::CachedDir => Box::new(WatchBackend::new(roots)),
         };
         Self {
-            cache: FileInfoCache::new(config.hash_algo),
+            cache: FileInfoCache::new(config.hash_algo, config.roots.clone()),
             real_roots: real_roots(&config.roots),
             config,
             backend,

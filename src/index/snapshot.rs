@@ -103,9 +103,7 @@ impl Snapshot {
             }
             next.by_filename.remove(filename);
             let project = file.name.project();
-            let Some(files) = next.projects.get(project) else {
-                return None;
-            };
+            let files = next.projects.get(project)?;
             let remaining: Vec<_> = files
                 .iter()
                 .filter(|listed| !Arc::ptr_eq(listed, file))
@@ -207,6 +205,7 @@ mod tests {
             identity: FileIdentity {
                 size: 1,
                 modified: SystemTime::UNIX_EPOCH,
+                changed: SystemTime::UNIX_EPOCH,
                 inode: 1,
                 device: 1,
             },

@@ -209,6 +209,7 @@ mod tests {
             identity: FileIdentity {
                 size,
                 modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+                changed: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
                 inode: 7,
                 device: 1,
             },
