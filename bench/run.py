@@ -318,33 +318,45 @@ def wrk(port, path, script, conns, seconds, auth, extra_env=None):
     raise RuntimeError(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
 
 
-def syscalls_per_request(server, path, requests, auth):
-    """strace -c over `requests` sequential keep-alive GETs: (all syscalls, filesystem ones)."""
+FS_CALLS = {"openat", "open", "close", "statx", "stat", "newfstatat", "fstat", "lstat",
+            "getdents64", "read", "pread64", "readlink", "access", "lseek", "utimensat"}
+
+
+def traced(server, action):
+    """Runs `action()` with `strace -f -c` attached to the server's processes: (what it
+    returned, syscalls counted, filesystem syscalls among them)."""
     out = WORK / f"strace-{server.name}.txt"
     cmd = ["strace", "-f", "-c", "-o", str(out)]
     for pid in server.pids():
         cmd += ["-p", str(pid)]
     tracer = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
-    headers = {"Authorization": auth_header(auth)} if auth else {}
-    for _ in range(requests):
-        conn.request("GET", path, headers=headers)
-        conn.getresponse().read()
-    conn.close()
+    result = action()
     time.sleep(0.5)
     tracer.send_signal(signal.SIGINT)
-    tracer.wait(timeout=60)
-    fs_calls = {"openat", "open", "close", "statx", "stat", "newfstatat", "fstat", "lstat",
-                "getdents64", "read", "pread64", "readlink", "access", "lseek"}
+    tracer.wait(timeout=120)
     total = fs = 0
     for line in out.read_text().splitlines():
         parts = line.split()
         if len(parts) >= 5 and parts[0][0].isdigit() and not line.startswith("100.00"):
             name, calls = parts[-1], int(parts[3])
             total += calls
-            if name in fs_calls:
+            if name in FS_CALLS:
                 fs += calls
+    return result, total, fs
+
+
+def syscalls_per_request(server, path, requests, auth):
+    """strace -c over `requests` sequential keep-alive GETs: (all syscalls, filesystem ones)."""
+    def sequential():
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
+        headers = {"Authorization": auth_header(auth)} if auth else {}
+        for _ in range(requests):
+            conn.request("GET", path, headers=headers)
+            conn.getresponse().read()
+        conn.close()
+
+    _, total, fs = traced(server, sequential)
     return total / requests, fs / requests
 
 
@@ -788,26 +800,8 @@ def mixed_profile(binary, venv, seconds):
 def syscalls_under_load(server, path, conns, seconds):
     """strace -c while wrk holds `conns` connections: (syscalls, filesystem syscalls) per
     request, and the peak RSS after."""
-    out = WORK / f"strace-load-{conns}.txt"
-    cmd = ["strace", "-f", "-c", "-o", str(out)]
-    for pid in server.pids():
-        cmd += ["-p", str(pid)]
-    tracer = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    result = wrk(server.port, path, "get.lua", conns, seconds, False)
-    time.sleep(0.5)
-    tracer.send_signal(signal.SIGINT)
-    tracer.wait(timeout=120)
-    fs_calls = {"openat", "open", "close", "statx", "stat", "newfstatat", "fstat", "lstat",
-                "getdents64", "read", "pread64", "readlink", "access", "lseek", "utimensat"}
-    total = fs = 0
-    for line in out.read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 5 and parts[0][0].isdigit() and not line.startswith("100.00"):
-            name, calls = parts[-1], int(parts[3])
-            total += calls
-            if name in fs_calls:
-                fs += calls
+    result, total, fs = traced(server, lambda: wrk(server.port, path, "get.lua", conns,
+                                                   seconds, False))
     requests = max(result["requests"], 1)
     return dict(conns=conns, requests=result["requests"], total=total / requests,
                 fs=fs / requests, rss_mib=server.rss_mib())
