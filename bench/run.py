@@ -548,6 +548,13 @@ STALLED_UPLOADS = 300
 STALLED_BOUNDARY = "stalledboundary"
 
 
+def every_server(binary, venv, root, wheelhouse_flags=()):
+    """(name, start) for wheelhouse and both pypiserver backends on `root`, auth off."""
+    return [("wheelhouse", lambda: start_wheelhouse(binary, root, False, wheelhouse_flags))] + [
+        (f"pypiserver {b}", lambda b=b: start_pypiserver(venv, root, b, False))
+        for b in ("simple-dir", "cached-dir")]
+
+
 def stalled_upload(port):
     """An upload that sends its head and the start of its file, then nothing."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -566,10 +573,8 @@ def stalled_uploads(binary, venv, root, seconds):
     flow = {"BENCH_FLOW": str(WORK / "flow.txt")}
     # The cap is raised so that every stalled upload is held, the hardest case for the server;
     # with the default (64) the rest would get 503 at once.
-    servers = [("wheelhouse", lambda: start_wheelhouse(
-        binary, root, False, ["--max-concurrent-uploads", str(STALLED_UPLOADS + 100)]))] + [
-        (f"pypiserver {b}", lambda b=b: start_pypiserver(venv, root, b, False))
-        for b in ("simple-dir", "cached-dir")]
+    servers = every_server(binary, venv, root,
+                           ["--max-concurrent-uploads", str(STALLED_UPLOADS + 100)])
     rows = []
     for name, start in servers:
         server = start()
@@ -726,9 +731,7 @@ def busy_rows(binary, venv, size, seconds):
     warm_page_cache(root)
     project = f"pkg{size // FILES_PER_PROJECT // 2:06d}"
     cells = scenarios(project, f"{project}-1.0-py3-none-any.whl")[:3]
-    servers = [("wheelhouse", lambda: start_wheelhouse(binary, root, False))] + [
-        (f"pypiserver {b}", lambda b=b: start_pypiserver(venv, root, b, False))
-        for b in ("simple-dir", "cached-dir")]
+    servers = every_server(binary, venv, root)
     rows = []
     for name, start in servers:
         # pypiserver takes seconds per request at 100k files: one timed request per cell.
@@ -777,9 +780,7 @@ def mixed_profile(binary, venv, seconds):
     wheel = WORK / "mixed-upload.whl"
     wheel.write_bytes(wheel_bytes("mixedup", "0.0"))
     env = {"BENCH_WHEEL": str(wheel), "BENCH_PAGE": f"/simple/{project}/"}
-    servers = [("wheelhouse", lambda: start_wheelhouse(binary, root, False))] + [
-        (f"pypiserver {b}", lambda b=b: start_pypiserver(venv, root, b, False))
-        for b in ("simple-dir", "cached-dir")]
+    servers = every_server(binary, venv, root)
     rows = []
     for name, start in servers:
         server = start()

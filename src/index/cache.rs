@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use super::archive::EntryLocation;
-use super::consistent::{CLOCK_WAIT, SETTLE_WINDOW};
-use super::fs_clock::FsClocks;
+use super::consistent::SETTLE_WINDOW;
+use super::fs_clock::{self, FsClocks};
 use super::metadata::{metadata_for, DistMetadata};
 use super::{DistFile, FileIdentity, Snapshot};
 use crate::digest::{hash_file, hex_digest, HashAlgo};
@@ -98,14 +98,8 @@ impl FileInfoCache {
     /// A reading of the clock taken past `file`'s last change if that comes within a short
     /// wait (a kernel tick), else the last reading.
     fn clock_past(&self, file: &DistFile) -> SystemTime {
-        let give_up = Instant::now() + CLOCK_WAIT;
-        loop {
-            let now = self.clock_for(file);
-            if now > file.identity.last_change() || Instant::now() >= give_up {
-                return now;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        fs_clock::await_past(file.identity.last_change(), || Some(self.clock_for(file)))
+            .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
     /// The details of `file`, read from it only when this version of it was never seen, and
@@ -235,6 +229,11 @@ mod tests {
         }
     }
 
+    fn set_mtime(path: &std::path::Path, mtime: SystemTime) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(mtime).unwrap();
+    }
+
     fn digest(cache: &FileInfoCache, path: &std::path::Path) -> String {
         let details = cache.details(&dist_file(path)).unwrap();
         details.link_hash.clone().unwrap().1
@@ -251,12 +250,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         // Same size, same mtime (as `cp -p` or `touch -r` leave it): only the ctime moved.
         std::fs::write(&path, b"other").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
+        set_mtime(&path, mtime);
         assert_ne!(digest(&cache, &path), first);
         assert_eq!(cache.reads(), 2);
     }
@@ -275,12 +269,7 @@ mod tests {
         // reading is provisional.
         let future = dir.path().join("demo-2.0.tar.gz");
         std::fs::write(&future, b"racy").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&future)
-            .unwrap()
-            .set_modified(SystemTime::now() + Duration::from_secs(3600))
-            .unwrap();
+        set_mtime(&future, SystemTime::now() + Duration::from_secs(3600));
         digest(&cache, &future);
         digest(&cache, &future);
         assert_eq!(cache.reads(), 3);

@@ -33,18 +33,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use super::coalesce::Coalesced;
-use super::fs_clock::{timestamp, FsClocks, FsNow};
+use super::fs_clock::{self, timestamp, FsClocks, FsNow};
 use super::{classify, is_gone, real_roots, Backend, DistFile, Entry, Snapshot, Unreadable};
 
 /// Where the filesystem's clock cannot be read: how long after its last change (by this
 /// host's clock) a directory's stamp is distrusted. It covers the coarsest timestamp
 /// granularity we expect (one second) plus clock skew between this host and an NFS server.
 pub const SETTLE_WINDOW: Duration = Duration::from_secs(2);
-
-/// How long a re-read waits for the filesystem's clock to leave the tick of the change it is
-/// about to read: longer than a kernel tick (1 to 10 ms), far shorter than a re-read of a large
-/// directory.
-pub(super) const CLOCK_WAIT: Duration = Duration::from_millis(20);
 
 /// What moves when a directory's entries change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,36 +201,25 @@ impl ConsistentBackend {
             .clone()
     }
 
-    /// Whether every directory's stamp is the one it had when read, and trusted, and every
-    /// directory that could not be read still cannot; if not, the latest change seen.
-    fn check(&self, tree: &Tree) -> Checked {
-        let mut stale = Checked::Valid;
-        let mut found = |change: SystemTime| {
-            stale = match stale {
-                Checked::Stale { latest_change } if latest_change >= change => stale,
-                _ => Checked::Stale {
-                    latest_change: change,
-                },
-            }
-        };
+    /// `None` when every directory's stamp is the one it had when read, and trusted, and
+    /// every directory that could not be read still cannot; else the change found first,
+    /// which the re-read that follows will wait out (see `await_clock_past`).
+    fn stale_since(&self, tree: &Tree) -> Option<SystemTime> {
         if tree.dirs.is_empty() && tree.unreadable.is_empty() {
-            found(SystemTime::UNIX_EPOCH);
+            return Some(SystemTime::UNIX_EPOCH);
         }
         for (path, listing) in &tree.dirs {
             match self.stamps.stamp(path) {
                 Ok(stamp) if stamp == listing.stamp && listing.settled(self.window) => {}
-                Ok(stamp) => found(stamp.last_change()),
-                Err(_) => found(SystemTime::UNIX_EPOCH),
+                Ok(stamp) => return Some(stamp.last_change()),
+                Err(_) => return Some(SystemTime::UNIX_EPOCH),
             }
         }
-        if !tree
+        let still_unreadable = tree
             .unreadable
             .iter()
-            .all(|path| self.stamps.stamp(path).is_err_and(|err| !is_gone(&err)))
-        {
-            found(SystemTime::UNIX_EPOCH);
-        }
-        stale
+            .all(|path| self.stamps.stamp(path).is_err_and(|err| !is_gone(&err)));
+        (!still_unreadable).then_some(SystemTime::UNIX_EPOCH)
     }
 
     /// Waits, briefly, for the filesystem's clock to move past `change`. A directory read in
@@ -245,13 +229,7 @@ impl ConsistentBackend {
     /// On a coarse one the wait gives up.
     fn await_clock_past(&self, change: SystemTime) {
         for root in &self.roots {
-            let give_up = std::time::Instant::now() + CLOCK_WAIT;
-            while let Some(now) = self.stamps.now(root) {
-                if now.at > change || std::time::Instant::now() >= give_up {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            fs_clock::await_past(change, || self.stamps.now(root).map(|now| now.at));
         }
     }
 
@@ -508,13 +486,6 @@ impl ConsistentBackend {
     }
 }
 
-/// What a check of the stamps found.
-#[derive(Clone, Copy)]
-enum Checked {
-    Valid,
-    Stale { latest_change: SystemTime },
-}
-
 /// Files that left or joined the listings in one re-read.
 #[derive(Default)]
 struct Change {
@@ -526,14 +497,14 @@ impl Backend for ConsistentBackend {
     fn snapshot(&self) -> std::io::Result<Arc<Snapshot>> {
         let tree = self.validation.run(|| {
             let tree = self.current();
-            let Checked::Stale { latest_change } = self.check(&tree) else {
+            let Some(change) = self.stale_since(&tree) else {
                 self.changing.store(false, Ordering::Relaxed);
                 return tree;
             };
             // A directory changing at every check (uploads arriving back to back) will be
             // read again anyway: waiting out the tick would only slow each of them down.
             if !self.changing.swap(true, Ordering::Relaxed) {
-                self.await_clock_past(latest_change);
+                self.await_clock_past(change);
             }
             // A file published meanwhile is in `current` and not in `tree`: the re-read
             // starts from `current` so that it is found already known.

@@ -125,6 +125,27 @@ fn touch(file: &std::fs::File) -> std::io::Result<FsNow> {
     })
 }
 
+/// How long a reader waits for a filesystem's clock to leave the tick of the change it is
+/// about to read: longer than a kernel tick (1 to 10 ms), far shorter than a re-read of a large
+/// directory or a file.
+const CLOCK_WAIT: Duration = Duration::from_millis(20);
+
+/// Reads `clock` until it is past `change` or [`CLOCK_WAIT`] is over: the last reading, or
+/// `None` once the clock cannot be read.
+pub fn await_past(
+    change: SystemTime,
+    mut clock: impl FnMut() -> Option<SystemTime>,
+) -> Option<SystemTime> {
+    let give_up = Instant::now() + CLOCK_WAIT;
+    loop {
+        let now = clock()?;
+        if now > change || Instant::now() >= give_up {
+            return Some(now);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A `(seconds, nanoseconds)` timestamp as a `SystemTime`; before 1970 counts as 1970, which
 /// only ever makes a stamp look older than it is, never newer.
 pub fn timestamp(secs: i64, nanos: i64) -> SystemTime {

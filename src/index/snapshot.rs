@@ -26,10 +26,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn from_files(files: impl IntoIterator<Item = DistFile>) -> Self {
-        Self::from_shared(files.into_iter().map(Arc::new))
-    }
-
     /// The snapshot of `files` found under `roots`, ordered as the roots are, then by path
     /// below the root: the order that decides which copy of a filename found twice is served
     /// and listed. It is the order in which `Index::find` looks a path up.
