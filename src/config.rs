@@ -87,6 +87,13 @@ pub struct RunArgs {
     #[arg(long, default_value = "/health")]
     pub health_endpoint: String,
 
+    /// The health check answers 503 while this file does not exist. Point it at a file that
+    /// only the shared volume holds: a replica whose package directory is not that volume (a
+    /// mount that failed after a reboot) is then taken out of service instead of serving an
+    /// empty index.
+    #[arg(long, value_name = "FILE")]
+    pub health_requires: Option<PathBuf>,
+
     /// Accepted for compatibility and ignored: wheelhouse always serves with its own
     /// asynchronous HTTP server (sized by --workers).
     #[arg(long, value_name = "SERVER")]
@@ -226,6 +233,7 @@ pub struct ServerConfig {
     pub static_user: Option<StaticUser>,
     pub fallback_url: Option<String>,
     pub health_endpoint: String,
+    pub health_requires: Option<PathBuf>,
     pub welcome_html: Option<String>,
     pub cache_control: Option<u64>,
     pub base_url: Option<String>,
@@ -417,6 +425,7 @@ impl RunArgs {
             static_user,
             fallback_url: (!self.disable_fallback).then_some(self.fallback_url),
             health_endpoint: self.health_endpoint,
+            health_requires: self.health_requires,
             welcome_html,
             cache_control: self.cache_control,
             base_url,

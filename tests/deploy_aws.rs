@@ -388,3 +388,103 @@ async fn drift_is_reported_per_resource() {
         "Stack demo: DRIFTED (1 resource(s) drifted)\n  IN_SYNC      FileSystemSecurityGroup (AWS::EC2::SecurityGroup)\n  MODIFIED     LoadBalancerSecurityGroup (AWS::EC2::SecurityGroup)\n      ADD /SecurityGroupIngress/2: expected null, actual {\"CidrIp\":\"0.0.0.0/0\",\"FromPort\":22}\n"
     );
 }
+
+mod ecs_service_linked_role {
+    use super::*;
+    use wheelhouse::deploy::account::{create_ecs_role, has_ecs_role};
+
+    const IAM_NS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
+
+    fn iam(server: &MockServer) -> aws_sdk_iam::Client {
+        let config = aws_sdk_iam::Config::builder()
+            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+            .region(aws_sdk_iam::config::Region::new("us-east-1"))
+            .endpoint_url(server.uri())
+            .credentials_provider(aws_sdk_iam::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .build();
+        aws_sdk_iam::Client::from_conf(config)
+    }
+
+    fn iam_ok(action: &str, result: &str) -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_string(format!(
+            "<{action}Response xmlns=\"{IAM_NS}\"><{action}Result>{result}</{action}Result><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></{action}Response>"
+        ))
+    }
+
+    fn iam_error(status: u16, code: &str, message: &str) -> ResponseTemplate {
+        ResponseTemplate::new(status).set_body_string(format!(
+            "<ErrorResponse xmlns=\"{IAM_NS}\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>r</RequestId></ErrorResponse>"
+        ))
+    }
+
+    const ROLE: &str = "<Role><Path>/aws-service-role/ecs.amazonaws.com/</Path><RoleName>AWSServiceRoleForECS</RoleName><RoleId>AROAEXAMPLE</RoleId><Arn>arn:aws:iam::123456789012:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS</Arn><CreateDate>2026-01-01T00:00:00Z</CreateDate></Role>";
+
+    #[tokio::test]
+    async fn a_fresh_account_lacks_the_role_and_it_is_created_for_ecs() {
+        let server = MockServer::start().await;
+        reply(
+            &server,
+            "GetRole",
+            iam_error(
+                404,
+                "NoSuchEntity",
+                "The role with name AWSServiceRoleForECS cannot be found.",
+            ),
+        )
+        .await;
+        Mock::given(method("POST"))
+            .and(action("CreateServiceLinkedRole"))
+            .and(body_string_contains("AWSServiceName=ecs.amazonaws.com"))
+            .respond_with(iam_ok("CreateServiceLinkedRole", ROLE))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let client = iam(&server);
+        assert!(!has_ecs_role(&client).await.unwrap());
+        create_ecs_role(&client).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_account_with_the_role_is_left_alone() {
+        let server = MockServer::start().await;
+        reply(&server, "GetRole", iam_ok("GetRole", ROLE)).await;
+        Mock::given(method("POST"))
+            .and(action("CreateServiceLinkedRole"))
+            .respond_with(iam_ok("CreateServiceLinkedRole", ROLE))
+            .expect(0)
+            .mount(&server)
+            .await;
+        assert!(has_ecs_role(&iam(&server)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_role_created_meanwhile_is_as_good_and_a_refusal_is_reported() {
+        let server = MockServer::start().await;
+        reply(
+            &server,
+            "CreateServiceLinkedRole",
+            iam_error(400, "InvalidInput", "Service role name AWSServiceRoleForECS has been taken in this account, please try a different suffix."),
+        )
+        .await;
+        create_ecs_role(&iam(&server)).await.unwrap();
+
+        let denied = MockServer::start().await;
+        reply(
+            &denied,
+            "GetRole",
+            iam_error(
+                403,
+                "AccessDenied",
+                "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: iam:GetRole",
+            ),
+        )
+        .await;
+        let err = has_ecs_role(&iam(&denied)).await.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "GetRole (the ECS service-linked role) failed: AccessDenied: User: arn:aws:iam::123456789012:user/ci is not authorized to perform: iam:GetRole"
+        );
+    }
+}

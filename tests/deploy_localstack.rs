@@ -75,6 +75,13 @@ fn preview_up_change_refresh_destroy() {
     );
 
     let preview = console::strip_ansi_codes(&deploy.ok(&["preview"])).into_owned();
+    // A fresh account has never used ECS: the role its cluster needs is created by `up`,
+    // outside the stack.
+    let (role, preview) = preview.split_once('\n').unwrap();
+    assert!(
+        role.starts_with("+ IAM role AWSServiceRoleForECS (outside the stack)"),
+        "{role}"
+    );
     assert!(
         preview.starts_with("Stack wheelhouse-e2e (new): "),
         "{preview}"
@@ -100,6 +107,14 @@ fn preview_up_change_refresh_destroy() {
     );
 
     let up = console::strip_ansi_codes(&deploy.ok(&["up", "--yes"])).into_owned();
+    assert!(
+        up.contains("Created the IAM role AWSServiceRoleForECS."),
+        "{up}"
+    );
+    assert!(
+        up.find("AWSServiceRoleForECS").unwrap() < up.find("Stack wheelhouse-e2e").unwrap(),
+        "the role comes before the change set: {up}"
+    );
     assert!(up.contains("Stack wheelhouse-e2e: CREATE_COMPLETE"), "{up}");
     assert!(up.contains("Outputs:"), "{up}");
 

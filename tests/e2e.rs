@@ -509,3 +509,31 @@ fn healthcheck_subcommand_probes_the_server() {
     assert_eq!(dead.status.code(), Some(1), "{}", text(&dead));
     assert!(String::from_utf8_lossy(&dead.stderr).contains("cannot connect"));
 }
+
+#[test]
+fn health_fails_while_the_required_file_is_missing() {
+    let volume = tempfile::tempdir().unwrap();
+    let marker = volume.path().join(".wheelhouse-volume");
+    std::fs::write(&marker, b"").unwrap();
+    let server = Server::start(
+        &[
+            "-P",
+            ".",
+            "-a",
+            ".",
+            "--health-requires",
+            marker.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let health = || reqwest::blocking::get(format!("{}/health", server.url())).unwrap();
+    assert_eq!(health().status(), 200);
+    // The volume is gone (as after a mount that failed): out of service, saying why.
+    std::fs::remove_file(&marker).unwrap();
+    let gone = health();
+    assert_eq!(gone.status(), 503);
+    let body = gone.text().unwrap();
+    assert!(body.contains(&marker.display().to_string()), "{body}");
+    std::fs::write(&marker, b"").unwrap();
+    assert_eq!(health().status(), 200);
+}

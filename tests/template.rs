@@ -137,9 +137,13 @@ fn file_system_is_encrypted_with_the_efs_key_and_retained() {
     assert_eq!(fs["Encrypted"], true);
     assert_eq!(fs["KmsKeyId"], "alias/aws/elasticfilesystem");
     assert_eq!(fs["ThroughputMode"], "elastic");
-    let resource = &resources(&t)["FileSystem"];
-    assert_eq!(resource["DeletionPolicy"], "Retain");
-    assert_eq!(resource["UpdateReplacePolicy"], "Retain");
+    // Kept when the stack goes or the file system would be replaced, but not after a failed
+    // first create, which would leave an empty, billed file system behind.
+    for id in ["FileSystem", "BackupVault"] {
+        let resource = &resources(&t)[id];
+        assert_eq!(resource["DeletionPolicy"], "RetainExceptOnCreate", "{id}");
+        assert_eq!(resource["UpdateReplacePolicy"], "Retain", "{id}");
+    }
 }
 
 #[test]
@@ -490,6 +494,52 @@ fn hosts_mount_efs_with_a_short_directory_cache_and_require_imdsv2() {
 }
 
 #[test]
+fn after_a_reboot_the_tasks_wait_for_the_volume_and_fail_health_without_it() {
+    let t = template(&example());
+    let data = &only(&t, "AWS::EC2::LaunchTemplate")["LaunchTemplateData"];
+    let script = data["UserData"]["Fn::Base64"]["Fn::Sub"].as_str().unwrap();
+    // Docker and the agent are held by systemd until the fstab mount is up, on every boot
+    // (the script itself runs on the first only).
+    assert!(script.contains("for unit in docker ecs; do"), "{script}");
+    assert!(
+        script.contains("RequiresMountsFor=/mnt/wheelhouse")
+            && script.contains("/etc/systemd/system/$unit.service.d/"),
+        "{script}"
+    );
+    assert!(script.find("systemctl daemon-reload").unwrap() < script.find("ECS_CLUSTER").unwrap());
+    // The marker is written on the volume, only once it is known to be mounted ...
+    let marker_line = script
+        .lines()
+        .find(|l| l.contains("touch "))
+        .expect("the script writes the marker");
+    let host_marker = marker_line.rsplit(' ').next().unwrap();
+    assert!(script.find("mountpoint -q").unwrap() < script.find(marker_line).unwrap());
+    // ... and the task requires the same file, seen through its bind mount.
+    let task = only(&t, "AWS::ECS::TaskDefinition");
+    let source = task["Volumes"][0]["Host"]["SourcePath"].as_str().unwrap();
+    let container = &task["ContainerDefinitions"][0];
+    let inside = container["MountPoints"][0]["ContainerPath"]
+        .as_str()
+        .unwrap();
+    let command: Vec<&str> = container["Command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let required = command[command
+        .iter()
+        .position(|a| *a == "--health-requires")
+        .unwrap()
+        + 1];
+    assert_eq!(
+        required.replacen(inside, source, 1),
+        host_marker,
+        "the task requires {required}, the host writes {host_marker}"
+    );
+}
+
+#[test]
 fn health_check_path_is_health() {
     let t = template(&example());
     let group = only(&t, "AWS::ElasticLoadBalancingV2::TargetGroup");
@@ -627,6 +677,7 @@ fn logical_ids_are_readable_and_resources_tagged() {
         let tags = properties
             .get("Tags")
             .or(properties.get("FileSystemTags"))
+            .or(properties.get("AccessPointTags"))
             .map(Value::to_string)
             .or(properties.get("BackupVaultTags").map(Value::to_string))
             .or(properties.get("BackupPlanTags").map(Value::to_string));
@@ -714,4 +765,77 @@ fn cfn_lint_is_clean() {
     assert_lints_clean("example", &example());
     assert_lints_clean("bursting", &bursting());
     assert_lints_clean("provisioned", &provisioned());
+}
+
+#[test]
+fn names_that_must_be_unique_come_from_the_stack_name() {
+    let t = template(&example());
+    let by_stack = |value: &serde_json::Value| {
+        value["Fn::Sub"]
+            .as_str()
+            .is_some_and(|name| name.contains("${AWS::StackName}"))
+    };
+    assert!(by_stack(&only(&t, "AWS::ECS::Cluster")["ClusterName"]));
+    assert!(by_stack(
+        &only(&t, "AWS::CloudWatch::Dashboard")["DashboardName"]
+    ));
+    let alarms = of_type(&t, "AWS::CloudWatch::Alarm");
+    assert!(!alarms.is_empty());
+    for (id, alarm) in alarms {
+        assert!(
+            by_stack(&alarm["AlarmName"]),
+            "{id}: {}",
+            alarm["AlarmName"]
+        );
+    }
+    // A capacity provider's name may not start with aws, ecs or fargate, as a stack's may.
+    let provider = &only(&t, "AWS::ECS::CapacityProvider")["Name"]["Fn::Sub"];
+    let name = provider
+        .as_str()
+        .unwrap()
+        .replace("${AWS::StackName}", "ecs-index");
+    assert!(
+        !["aws", "ecs", "fargate"]
+            .iter()
+            .any(|p| name.to_lowercase().starts_with(p)),
+        "{name}"
+    );
+}
+
+#[test]
+fn hosts_reach_the_packages_only_through_an_access_point_as_the_server_user() {
+    let t = template(&example());
+    let point = only(&t, "AWS::EFS::AccessPoint");
+    assert_eq!(
+        point["FileSystemId"],
+        serde_json::json!({ "Ref": "FileSystem" })
+    );
+    assert_eq!(
+        point["PosixUser"],
+        serde_json::json!({ "Uid": "10001", "Gid": "10001" })
+    );
+    assert_eq!(point["RootDirectory"]["Path"], "/packages");
+    assert_eq!(point["RootDirectory"]["CreationInfo"]["OwnerUid"], "10001");
+    // The hosts' role may mount and write through the access point, never as root.
+    let role = &resources(&t)["InstanceRole"]["Properties"];
+    let statement = &role["Policies"][0]["PolicyDocument"]["Statement"][0];
+    let actions = statement["Action"].to_string();
+    assert!(!actions.contains("ClientRootAccess"), "{actions}");
+    assert!(
+        statement["Condition"]["StringEquals"]["elasticfilesystem:AccessPointArn"]["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .ends_with(":access-point/${AccessPoint}"),
+        "{statement}"
+    );
+    // The mount goes through it, and nothing is chowned by root.
+    let script = only(&t, "AWS::EC2::LaunchTemplate")["LaunchTemplateData"]["UserData"]
+        ["Fn::Base64"]["Fn::Sub"]
+        .as_str()
+        .unwrap();
+    assert!(script.contains("accesspoint=${AccessPoint}"), "{script}");
+    assert!(!script.contains("chown"), "{script}");
+    // The task's user is the access point's.
+    let task = only(&t, "AWS::ECS::TaskDefinition");
+    assert_eq!(task["ContainerDefinitions"][0]["User"], "10001:10001");
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use super::account;
 use super::aws::{sdk_config, AwsOptions};
 use super::render;
 use super::settings::{self, Settings};
@@ -165,6 +166,9 @@ async fn dispatch(cli: &DeployCli) -> Result<ExitCode, Failure> {
         }
         DeployCommand::Preview => {
             let template = build_template(global).await?;
+            if !account::has_ecs_role(&iam_client(global).await).await? {
+                println!("{}", render::ecs_role_to_create());
+            }
             let stack = stack_client(global).await;
             let preview = stack.preview(&template).await?;
             print!("{}", render::diff(stack.name(), &preview));
@@ -238,6 +242,10 @@ async fn build_template(global: &GlobalArgs) -> Result<String, Failure> {
         super::network::resolve(&settings, &aws_sdk_ec2::Client::new(&config)).await?
     };
     Ok(appliance(&settings, &settings.sizing(), &network).to_json())
+}
+
+async fn iam_client(global: &GlobalArgs) -> aws_sdk_iam::Client {
+    aws_sdk_iam::Client::new(&sdk_config(&global.aws()).await)
 }
 
 async fn stack_client(global: &GlobalArgs) -> StackClient {
@@ -321,6 +329,13 @@ async fn up(global: &GlobalArgs, yes: bool) -> Result<ExitCode, Failure> {
                 Ok(_) => {}
             }
         }
+    }
+    // Before the change set: the cluster and capacity provider cannot be created without it.
+    let iam = iam_client(global).await;
+    if !account::has_ecs_role(&iam).await? {
+        println!("{}", render::ecs_role_to_create());
+        account::create_ecs_role(&iam).await?;
+        println!("Created the IAM role {}.", account::ECS_ROLE);
     }
     let preview = stack.preview(&template).await?;
     print!("{}", render::diff(stack.name(), &preview));

@@ -1,6 +1,7 @@
 //! `wheelhouse-deploy`: the AWS appliance as one CloudFormation stack. The stack is the state:
 //! settings come from a file the user keeps, everything else is asked of CloudFormation.
 //!
+//! - [`account`]: what the account must hold that the stack cannot create (the ECS role).
 //! - [`settings`]: the per-stack settings file, validated before any AWS call.
 //! - [`sizing`]: tasks per instance and task sizes, the seed's formulas.
 //! - [`template`]: the stack's template from typed values.
@@ -8,6 +9,7 @@
 //! - [`render`]: diffs, events, outputs and drift as text.
 //! - [`cli`]: the commands.
 
+pub mod account;
 pub mod aws;
 pub mod cli;
 pub mod network;

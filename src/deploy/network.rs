@@ -1,9 +1,7 @@
 //! The VPC the stack goes into: given in the settings, or looked up from the subnets.
 
-use aws_sdk_ec2::error::ProvideErrorMetadata;
-
 use super::settings::Settings;
-use super::stack::DeployError;
+use super::stack::{aws_error as aws, DeployError};
 use super::template::Network;
 
 /// Fills in the VPC id and CIDR the settings leave out, from EC2. Every subnet must be in
@@ -17,18 +15,6 @@ pub async fn resolve(
             vpc_id: vpc_id.clone(),
             vpc_cidr: vpc_cidr.clone(),
         });
-    }
-    fn aws<E>(action: &'static str) -> impl FnOnce(aws_sdk_ec2::error::SdkError<E>) -> DeployError
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        move |err| DeployError::Aws {
-            action,
-            code: err.code().unwrap_or("Unknown").to_owned(),
-            message: err.message().map(str::to_owned).unwrap_or_else(|| {
-                aws_smithy_types::error::display::DisplayErrorContext(&err).to_string()
-            }),
-        }
     }
     let subnets: Vec<String> = settings
         .asg_subnets

@@ -8,6 +8,14 @@ use console::style;
 
 use super::stack::{is_failure, DiffAction, DriftReport, Preview, StackEvent, StackState};
 
+/// What `preview` and `up` say when the account lacks the ECS service-linked role.
+pub fn ecs_role_to_create() -> String {
+    format!(
+        "+ IAM role {} (outside the stack): this account has never used ECS, and its cluster needs the role; `up` creates it first (iam:CreateServiceLinkedRole for ecs.amazonaws.com)",
+        super::account::ECS_ROLE
+    )
+}
+
 /// The change set grouped by resource type: `+` add, `~` modify, `-` remove, with replacements
 /// flagged.
 pub fn diff(stack: &str, preview: &Preview) -> String {

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::sizing::{self, InstanceSpec, Sizing, SizingInput, AGENT_MIB};
+use super::sizing::{
+    self, InstanceSpec, Sizing, SizingInput, Unplaceable, AGENT_CPU_UNITS, AGENT_MIB,
+    PAGE_CACHE_MIB,
+};
 
 /// EFS throughput modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -279,6 +282,52 @@ impl Settings {
         })
     }
 
+    /// The setting to blame when not one task fits on an instance, with its value and why.
+    /// ECS would leave every task in PROVISIONING, and CloudFormation would wait for hours.
+    fn unplaceable(&self) -> Option<(&'static str, String, String)> {
+        let spec = self.instance_spec()?;
+        let sizing = self.sizing();
+        let host = format!(
+            "a {} ({} vCPU, {} MiB)",
+            self.instance_type, spec.vcpus, spec.memory_mib
+        );
+        Some(match sizing.unplaceable()? {
+            Unplaceable::Instance => (
+                if self.instance_memory_mib.is_some() { "instance_memory_mib" } else { "instance_type" },
+                if self.instance_memory_mib.is_some() { spec.memory_mib.to_string() } else { format!("{:?}", self.instance_type) },
+                format!(
+                    "{host} registers about {} MiB for tasks (after the kernel's share and the {PAGE_CACHE_MIB} MiB kept for the page cache): not one task fits; use a type with at least 1 GiB",
+                    sizing::registered_memory_mib(spec)
+                ),
+            ),
+            Unplaceable::Memory => (
+                if self.memory_reservation.is_some() { "memory_reservation" } else { "container_memory" },
+                if self.memory_reservation.is_some() { sizing.memory_reservation.to_string() } else { self.container_memory.to_string() },
+                format!(
+                    "a task reserving {} MiB fits nowhere: {host} registers about {} MiB for tasks (after the kernel's share and the {PAGE_CACHE_MIB} MiB kept for the page cache)",
+                    sizing.memory_reservation,
+                    sizing::registered_memory_mib(spec)
+                ),
+            ),
+            Unplaceable::Cpu => {
+                let (setting, value) = match (self.container_cpu, self.workers) {
+                    (Some(cpu), _) => ("container_cpu", cpu.to_string()),
+                    (None, Some(workers)) => ("workers", workers.to_string()),
+                    (None, None) => ("container_memory", self.container_memory.to_string()),
+                };
+                let why = if self.container_cpu.is_some() { String::new() } else { format!(" ({} workers × 150 + 40)", sizing.workers) };
+                (
+                    setting,
+                    value,
+                    format!(
+                        "a task of {} CPU units{why} fits nowhere: {host} offers tasks {} (vCPUs × 1024 - {AGENT_CPU_UNITS} for the agent)",
+                        sizing.container_cpu, sizing.available_cpu
+                    ),
+                )
+            }
+        })
+    }
+
     /// Every rule, all reported at once.
     pub fn validate(&self) -> Result<(), Vec<SettingError>> {
         let mut errors = Vec::new();
@@ -508,12 +557,8 @@ impl Settings {
                 "must be 1-35",
             );
         }
-        if !is_schedule(&self.backup_schedule) {
-            fail(
-                "backup_schedule",
-                quoted(&self.backup_schedule),
-                "expected cron(MIN HOUR DAY MONTH WEEKDAY YEAR) or rate(N unit)",
-            );
+        if let Some(reason) = backup_schedule_error(&self.backup_schedule) {
+            fail("backup_schedule", quoted(&self.backup_schedule), &reason);
         }
         if self.alarm_emails.is_empty() {
             fail(
@@ -589,6 +634,21 @@ impl Settings {
             if !(1..=16).contains(&workers) {
                 fail("workers", workers.to_string(), "must be 1-16");
             }
+        }
+        // Placement is judged only on settings that passed their own checks above.
+        let sizing_inputs_valid = (128..=30720).contains(&self.container_memory)
+            && self.instance_spec().is_some_and(|spec| {
+                self.container_memory <= spec.memory_mib.saturating_sub(AGENT_MIB)
+            })
+            && self
+                .memory_reservation
+                .is_none_or(|r| (1..=self.container_memory).contains(&r))
+            && self
+                .container_cpu
+                .is_none_or(|c| (128..=10240).contains(&c))
+            && self.workers.is_none_or(|w| (1..=16).contains(&w));
+        if let Some((setting, value, reason)) = self.unplaceable().filter(|_| sizing_inputs_valid) {
+            fail(setting, value, &reason);
         }
         if self.image_repository.is_empty()
             || self.image_repository.contains(char::is_whitespace)
@@ -748,22 +808,51 @@ fn is_dns_name(raw: &str) -> bool {
         })
 }
 
-fn is_schedule(raw: &str) -> bool {
-    if let Some(body) = raw.strip_prefix("cron(").and_then(|r| r.strip_suffix(')')) {
-        return body.split_whitespace().count() == 6;
+/// What AWS Backup would refuse in a schedule, if anything. It takes only
+/// `cron(MIN HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK YEAR)` (UTC), with one of the two day fields
+/// `?`, and runs a plan's rule at most once an hour: the minute must be one fixed number.
+fn backup_schedule_error(raw: &str) -> Option<String> {
+    let Some(body) = raw.strip_prefix("cron(").and_then(|r| r.strip_suffix(')')) else {
+        return Some(
+            "AWS Backup takes only cron(MIN HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK YEAR), in UTC, e.g. cron(0 2 * * ? *)"
+                .into(),
+        );
+    };
+    let fields: Vec<&str> = body.split_whitespace().collect();
+    let [minute, hour, day_of_month, month, day_of_week, year] = fields[..] else {
+        return Some(format!(
+            "a cron expression has 6 fields (MIN HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK YEAR), this one {}",
+            fields.len()
+        ));
+    };
+    if !minute.parse::<u8>().is_ok_and(|m| m < 60) {
+        return Some(format!(
+            "the minute {minute:?} must be one number 0-59: AWS Backup runs a plan at most once an hour"
+        ));
     }
-    if let Some(body) = raw.strip_prefix("rate(").and_then(|r| r.strip_suffix(')')) {
-        let mut parts = body.split_whitespace();
-        let (Some(n), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
-            return false;
-        };
-        return n.parse::<u32>().is_ok_and(|n| n > 0)
-            && matches!(
-                unit,
-                "minute" | "minutes" | "hour" | "hours" | "day" | "days"
-            );
+    let plain = |field: &str| {
+        !field.is_empty()
+            && field
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"*,-/#".contains(&b))
+    };
+    for (name, field) in [
+        ("hour", hour),
+        ("day-of-month", day_of_month),
+        ("month", month),
+        ("day-of-week", day_of_week),
+        ("year", year),
+    ] {
+        if field != "?" && !plain(field) {
+            return Some(format!("the {name} field {field:?} is not a cron field"));
+        }
     }
-    false
+    if (day_of_month == "?") == (day_of_week == "?") {
+        return Some(format!(
+            "exactly one of day-of-month ({day_of_month:?}) and day-of-week ({day_of_week:?}) must be ?"
+        ));
+    }
+    None
 }
 
 /// `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE` with the resource starting with `resource`.
@@ -999,8 +1088,99 @@ mod tests {
             error_of(|s| s.backup_retention_days = 36),
             "backup_retention_days = 36: must be 1-35"
         );
-        assert!(error_of(|s| s.backup_schedule = "cron(0 2 * *)".into())
-            .starts_with("backup_schedule = \"cron(0 2 * *)\""));
+        assert_eq!(
+            error_of(|s| s.backup_schedule = "cron(0 2 * *)".into()),
+            "backup_schedule = \"cron(0 2 * *)\": a cron expression has 6 fields (MIN HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK YEAR), this one 4"
+        );
+    }
+
+    #[test]
+    fn only_what_aws_backup_takes_is_a_backup_schedule() {
+        assert_eq!(
+            error_of(|s| s.backup_schedule = "rate(1 hour)".into()),
+            "backup_schedule = \"rate(1 hour)\": AWS Backup takes only cron(MIN HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK YEAR), in UTC, e.g. cron(0 2 * * ? *)"
+        );
+        assert_eq!(
+            error_of(|s| s.backup_schedule = "cron(*/5 * * * ? *)".into()),
+            "backup_schedule = \"cron(*/5 * * * ? *)\": the minute \"*/5\" must be one number 0-59: AWS Backup runs a plan at most once an hour"
+        );
+        assert_eq!(
+            error_of(|s| s.backup_schedule = "cron(0,30 2 * * ? *)".into()),
+            "backup_schedule = \"cron(0,30 2 * * ? *)\": the minute \"0,30\" must be one number 0-59: AWS Backup runs a plan at most once an hour"
+        );
+        assert_eq!(
+            error_of(|s| s.backup_schedule = "cron(0 2 * * * *)".into()),
+            "backup_schedule = \"cron(0 2 * * * *)\": exactly one of day-of-month (\"*\") and day-of-week (\"*\") must be ?"
+        );
+        assert_eq!(
+            error_of(|s| s.backup_schedule = "cron(0 2;rm * * ? *)".into()),
+            "backup_schedule = \"cron(0 2;rm * * ? *)\": the hour field \"2;rm\" is not a cron field"
+        );
+        for good in [
+            "cron(0 * * * ? *)",
+            "cron(15 2 ? * MON-FRI *)",
+            "cron(0 */6 * * ? *)",
+            "cron(5 3 1 * ? 2027)",
+        ] {
+            let mut settings = example();
+            settings.backup_schedule = good.into();
+            assert!(settings.validate().is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn settings_that_place_no_task_are_refused_naming_the_setting() {
+        assert_eq!(
+            error_of(|s| s.workers = Some(14)),
+            "workers = 14: a task of 2140 CPU units (14 workers × 150 + 40) fits nowhere: a t3.small (2 vCPU, 2048 MiB) offers tasks 1920 (vCPUs × 1024 - 128 for the agent)"
+        );
+        assert_eq!(
+            error_of(|s| s.container_cpu = Some(1921)),
+            "container_cpu = 1921: a task of 1921 CPU units fits nowhere: a t3.small (2 vCPU, 2048 MiB) offers tasks 1920 (vCPUs × 1024 - 128 for the agent)"
+        );
+        assert_eq!(
+            error_of(|s| {
+                s.container_memory = 1700;
+                s.memory_reservation = Some(1400);
+            }),
+            "memory_reservation = 1400: a task reserving 1400 MiB fits nowhere: a t3.small (2 vCPU, 2048 MiB) registers about 1382 MiB for tasks (after the kernel's share and the 500 MiB kept for the page cache)"
+        );
+        assert_eq!(
+            error_of(|s| {
+                s.instance_type = "t3.nano".into();
+                s.container_memory = 128;
+            }),
+            "instance_type = \"t3.nano\": a t3.nano (2 vCPU, 512 MiB) registers about 0 MiB for tasks (after the kernel's share and the 500 MiB kept for the page cache): not one task fits; use a type with at least 1 GiB"
+        );
+    }
+
+    /// Over every known type and every container size in 128 MiB steps: settings that pass
+    /// place at least one task in what ECS registers; the rest are refused.
+    #[test]
+    fn settings_that_pass_place_a_task_on_every_type() {
+        for (instance, spec) in sizing::known_instance_types() {
+            for memory in (128..=30720).step_by(128) {
+                let mut settings = example();
+                settings.instance_type = instance.clone();
+                settings.container_memory = memory;
+                let valid = settings.validate().is_ok();
+                let sizing = settings.sizing();
+                if valid {
+                    assert!(sizing.tasks_per_instance >= 1, "{instance} {memory}");
+                    assert!(
+                        sizing.memory_reservation <= sizing::registered_memory_mib(spec)
+                            && sizing.container_cpu <= sizing::registered_cpu_units(spec),
+                        "{instance} {memory}"
+                    );
+                } else {
+                    assert!(
+                        sizing.tasks_per_instance == 0
+                            || memory > spec.memory_mib.saturating_sub(AGENT_MIB),
+                        "{instance} {memory}: refused, yet a task fits"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

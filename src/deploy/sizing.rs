@@ -4,7 +4,13 @@
 //! Per task: `workers = max(2, min(8, memory / 128))`, `cpu = workers × 150 + 40`,
 //! `reservation = floor(0.75 × memory)`. Per instance, 300 MiB stay with the ECS agent and the
 //! OS and 500 MiB with the page cache (EFS reads go through it), and 128 CPU units with the
-//! agent. Tasks per instance is the smaller of what memory and CPU allow, at least one.
+//! agent. Tasks per instance is the smaller of what memory and CPU allow.
+//!
+//! Unlike the seed, no instance is assumed to take at least one task: ECS places a task only
+//! where the agent registered room for it, and a service whose tasks fit nowhere stays in
+//! PROVISIONING while CloudFormation waits for hours. The agent registers the memory the kernel
+//! reports (less than the type's nominal size, see [`kernel_margin_mib`]) minus
+//! `ECS_RESERVED_MEMORY`, and `vCPUs × 1024` CPU units; the sizing never counts on more.
 
 use std::fmt;
 
@@ -21,6 +27,27 @@ pub const AGENT_MIB: u32 = 300;
 pub const PAGE_CACHE_MIB: u32 = 500;
 /// CPU units an instance keeps for the ECS agent.
 pub const AGENT_CPU_UNITS: u32 = 128;
+
+/// Memory of the nominal size that the kernel never reports as total, assumed: 5% plus 64 MiB.
+/// AWS documents an m4.large (8,192 MiB) reporting 7,985 MiB, 2.5% less; small types lose a
+/// larger share to the kernel's fixed reservations (a t3.micro reports about 950 of 1,024).
+/// The assumption is above both, so a task the sizing places is a task ECS can place.
+pub const fn kernel_margin_mib(memory_mib: u32) -> u32 {
+    memory_mib / 20 + 64
+}
+
+/// The memory the ECS agent registers for tasks: what the kernel reports, less
+/// `ECS_RESERVED_MEMORY` (the page cache's share, set by the hosts' boot script).
+pub const fn registered_memory_mib(spec: InstanceSpec) -> u32 {
+    spec.memory_mib
+        .saturating_sub(kernel_margin_mib(spec.memory_mib))
+        .saturating_sub(PAGE_CACHE_MIB)
+}
+
+/// The CPU units the ECS agent registers.
+pub const fn registered_cpu_units(spec: InstanceSpec) -> u32 {
+    spec.vcpus.saturating_mul(1024)
+}
 
 const fn spec(vcpus: u32, memory_mib: u32) -> InstanceSpec {
     InstanceSpec { vcpus, memory_mib }
@@ -180,13 +207,21 @@ pub fn compute(input: &SizingInput) -> Sizing {
     let memory_reservation = input
         .memory_reservation
         .unwrap_or(input.container_memory * 3 / 4);
+    // The agent's share, or what the kernel keeps if that is more: never more than registered.
+    let os_mib = AGENT_MIB.max(kernel_margin_mib(input.spec.memory_mib));
     let available_ram = input
         .spec
         .memory_mib
-        .saturating_sub(AGENT_MIB + PAGE_CACHE_MIB);
-    let available_cpu = (input.spec.vcpus * 1024).saturating_sub(AGENT_CPU_UNITS);
-    let tasks_by_ram = (available_ram / memory_reservation.max(1)).max(1);
-    let tasks_by_cpu = (available_cpu / container_cpu.max(1)).max(1);
+        .saturating_sub(os_mib + PAGE_CACHE_MIB);
+    let available_cpu = registered_cpu_units(input.spec).saturating_sub(AGENT_CPU_UNITS);
+    // As in the seed, one task goes on an instance whose margins leave less than its
+    // reservation, but only where the agent registers room for it.
+    let tasks_by_ram = if memory_reservation <= registered_memory_mib(input.spec) {
+        (available_ram / memory_reservation.max(1)).max(1)
+    } else {
+        0
+    };
+    let tasks_by_cpu = available_cpu / container_cpu.max(1);
     let tasks_per_instance = tasks_by_ram.min(tasks_by_cpu);
     let limit = match tasks_by_ram.cmp(&tasks_by_cpu) {
         std::cmp::Ordering::Less => Limit::Memory,
@@ -214,7 +249,34 @@ pub fn compute(input: &SizingInput) -> Sizing {
     }
 }
 
+/// The reservation of the smallest task the settings allow (128 MiB of container memory).
+const SMALLEST_RESERVATION_MIB: u32 = 96;
+
+/// Why not one task fits on an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unplaceable {
+    /// The instance leaves no memory for tasks at all.
+    Instance,
+    /// A task's memory reservation is more than the instance offers tasks.
+    Memory,
+    /// A task's CPU units are more than the instance offers tasks.
+    Cpu,
+}
+
 impl Sizing {
+    /// Why no task fits on an instance, if none does.
+    pub fn unplaceable(&self) -> Option<Unplaceable> {
+        if self.tasks_per_instance > 0 {
+            None
+        } else if registered_memory_mib(self.spec) < SMALLEST_RESERVATION_MIB {
+            Some(Unplaceable::Instance)
+        } else if self.tasks_by_ram == 0 {
+            Some(Unplaceable::Memory)
+        } else {
+            Some(Unplaceable::Cpu)
+        }
+    }
+
     /// The capacity table, as `sizing` prints it.
     pub fn table(&self, instance_type: &str, asg_min_size: u32) -> String {
         let rows = [
@@ -236,8 +298,9 @@ impl Sizing {
             (
                 "available RAM per instance",
                 format!(
-                    "{} MiB (minus {AGENT_MIB} agent/OS, {PAGE_CACHE_MIB} page cache)",
-                    self.available_ram
+                    "{} MiB (minus {} agent/OS, {PAGE_CACHE_MIB} page cache)",
+                    self.available_ram,
+                    AGENT_MIB.max(kernel_margin_mib(self.spec.memory_mib))
                 ),
             ),
             (
@@ -320,6 +383,7 @@ mod tests {
     /// The invariants, over every instance type and every container size in 128 MiB steps.
     #[test]
     fn invariants_hold_everywhere() {
+        let mut placeable = 0;
         for (instance, spec) in known_instance_types() {
             for memory in (128..=30720).step_by(128) {
                 for asg_min in [1, 2, 3] {
@@ -337,23 +401,22 @@ mod tests {
                     assert!((2..=8).contains(&s.workers), "{ctx}");
                     assert_eq!(s.container_cpu, s.workers * 150 + 40, "{ctx}");
                     assert!(s.memory_reservation <= memory, "{ctx}");
-                    assert!(s.tasks_per_instance >= 1, "{ctx}");
                     assert_eq!(
                         s.tasks_per_instance,
                         s.tasks_by_ram.min(s.tasks_by_cpu),
                         "{ctx}"
                     );
-                    // Whenever more than one task is placed, they really fit.
-                    if s.tasks_per_instance > 1 {
-                        assert!(
-                            s.tasks_per_instance * s.memory_reservation <= s.available_ram,
-                            "{ctx}"
-                        );
-                        assert!(
-                            s.tasks_per_instance * s.container_cpu <= s.available_cpu,
-                            "{ctx}"
-                        );
-                    }
+                    assert_eq!(s.unplaceable().is_none(), s.tasks_per_instance > 0, "{ctx}");
+                    // The tasks placed fit in what the agent registers, not only in the
+                    // nominal size.
+                    assert!(
+                        s.tasks_per_instance * s.memory_reservation <= registered_memory_mib(spec),
+                        "{ctx}"
+                    );
+                    assert!(
+                        s.tasks_per_instance * s.container_cpu <= registered_cpu_units(spec),
+                        "{ctx}"
+                    );
                     assert_eq!(s.task_min, s.tasks_per_instance * asg_min, "{ctx}");
                     assert_eq!(s.task_max, 2 * s.task_min, "{ctx}");
                     // Monotone: a bigger instance of the same family never fits fewer tasks.
@@ -371,8 +434,57 @@ mod tests {
                         task_max_count: None,
                     });
                     assert!(more.tasks_per_instance >= s.tasks_per_instance, "{ctx}");
+                    placeable += u32::from(s.tasks_per_instance > 0);
                 }
             }
         }
+        assert!(placeable > 10_000, "{placeable}");
+    }
+
+    #[test]
+    fn every_type_but_the_nano_takes_the_smallest_task() {
+        for (instance, spec) in known_instance_types() {
+            let s = compute(&SizingInput {
+                spec,
+                container_memory: 128,
+                memory_reservation: None,
+                container_cpu: None,
+                workers: None,
+                asg_min_size: 1,
+                task_min_count: None,
+                task_max_count: None,
+            });
+            if instance.ends_with(".nano") {
+                assert_eq!(s.unplaceable(), Some(Unplaceable::Instance), "{instance}");
+            } else {
+                assert!(s.tasks_per_instance >= 1, "{instance}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_task_bigger_than_the_instance_is_not_placed() {
+        let mut input = SizingInput {
+            spec: instance_spec("t3.small").unwrap(),
+            container_memory: 512,
+            memory_reservation: None,
+            container_cpu: None,
+            workers: Some(14),
+            asg_min_size: 1,
+            task_min_count: None,
+            task_max_count: None,
+        };
+        assert_eq!(compute(&input).unplaceable(), Some(Unplaceable::Cpu));
+        input.workers = None;
+        input.container_cpu = Some(2048 - 127);
+        assert_eq!(compute(&input).unplaceable(), Some(Unplaceable::Cpu));
+        input.container_cpu = Some(2048 - 128);
+        assert_eq!(compute(&input).unplaceable(), None);
+        // A t3.small registers about 2,048 - 166 - 500 = 1,382 MiB.
+        input.container_memory = 1700;
+        input.memory_reservation = Some(1382);
+        assert_eq!(compute(&input).unplaceable(), None);
+        input.memory_reservation = Some(1383);
+        assert_eq!(compute(&input).unplaceable(), Some(Unplaceable::Memory));
     }
 }

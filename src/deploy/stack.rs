@@ -40,7 +40,8 @@ pub enum DeployError {
     DriftFailed { reason: String },
 }
 
-fn aws_error<E>(action: &'static str) -> impl FnOnce(SdkError<E>) -> DeployError
+/// An AWS SDK error, from any service, as the deploy tool reports it.
+pub(crate) fn aws_error<E>(action: &'static str) -> impl FnOnce(SdkError<E>) -> DeployError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {

@@ -7,12 +7,20 @@
 //! arrives may have looked before the change the caller must see; the caller waits for the
 //! next run, which every caller that arrived meanwhile shares. However many callers pile up,
 //! at most one run is in flight and at most one more is waited for.
+//!
+//! A caller on the async runtime waits as a task while a run is in flight
+//! ([`Coalesced::join_async`]), and takes a thread of the blocking pool only to run the work
+//! itself: parking a thread per waiting request and waking them all at each landing costs two
+//! context switches a request, more than the few-microsecond check they share.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 pub(super) struct Coalesced<T> {
     flight: Mutex<Flight<T>>,
+    /// Wakes the callers waiting as threads.
     landed: Condvar,
+    /// Wakes the callers waiting as tasks.
+    landed_async: tokio::sync::Notify,
 }
 
 struct Flight<T> {
@@ -34,7 +42,27 @@ impl<T: Clone> Default for Coalesced<T> {
                 latest: None,
             }),
             landed: Condvar::new(),
+            landed_async: tokio::sync::Notify::new(),
         }
+    }
+}
+
+impl<T: Clone> Flight<T> {
+    /// The latest result, if it comes from run `wanted` or a later one.
+    fn result_of(&self, wanted: u64) -> Option<T> {
+        (self.finished >= wanted)
+            .then(|| self.latest.clone())
+            .flatten()
+    }
+
+    /// Marks a run begun and returns its number, if none is in flight.
+    fn begin(&mut self) -> Option<u64> {
+        if self.running {
+            return None;
+        }
+        self.running = true;
+        self.started += 1;
+        Some(self.started)
     }
 }
 
@@ -45,23 +73,45 @@ impl<T: Clone> Coalesced<T> {
         // The first run to begin from now on: the current one, if any, began earlier.
         let wanted = flight.started + 1;
         loop {
-            if flight.finished >= wanted {
-                if let Some(latest) = &flight.latest {
-                    return latest.clone();
-                }
-            }
-            if !flight.running {
-                flight.running = true;
-                flight.started += 1;
-                let this_run = flight.started;
-                drop(flight);
-                let landing = Landing { owner: self };
-                let result = work();
-                landing.land(this_run, result.clone());
+            if let Some(result) = flight.result_of(wanted) {
                 return result;
+            }
+            if let Some(run) = flight.begin() {
+                drop(flight);
+                return self.execute(run, work);
             }
             flight = self.landed.wait(flight).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// For a caller on the async runtime, before it takes a blocking thread to call
+    /// [`Coalesced::run`]: while a run is in flight, waits for it as a task, not a thread.
+    /// The result of a run that began after this call, if one landed meanwhile; `None` when no
+    /// run is in flight, and the caller's own `run` will most likely begin one.
+    pub(super) async fn join_async(self: Arc<Self>) -> Option<T> {
+        let wanted = self.lock().started + 1;
+        loop {
+            let landed = {
+                let flight = self.lock();
+                if let Some(result) = flight.result_of(wanted) {
+                    return Some(result);
+                }
+                if !flight.running {
+                    return None;
+                }
+                // Made while the lock is held: a landing after the lock is released wakes it
+                // even before it is first polled.
+                self.landed_async.notified()
+            };
+            landed.await;
+        }
+    }
+
+    fn execute(&self, run: u64, work: impl FnOnce() -> T) -> T {
+        let landing = Landing { owner: self };
+        let result = work();
+        landing.land(run, result.clone());
+        result
     }
 
     fn lock(&self) -> MutexGuard<'_, Flight<T>> {
@@ -88,6 +138,7 @@ impl<T: Clone> Drop for Landing<'_, T> {
     fn drop(&mut self) {
         self.owner.lock().running = false;
         self.owner.landed.notify_all();
+        self.owner.landed_async.notify_waiters();
     }
 }
 
@@ -180,5 +231,111 @@ mod tests {
         assert_eq!(shared.run(|| 7), 7);
         assert!(panicking.join().is_err());
         assert_eq!(shared.run(|| 8), 8);
+    }
+
+    /// What a request on the async runtime does: waits as a task, then runs on a thread.
+    async fn run_from_task<T: Clone + Send + 'static>(
+        shared: Arc<Coalesced<T>>,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        match shared.clone().join_async().await {
+            Some(result) => result,
+            None => tokio::task::spawn_blocking(move || shared.run(work))
+                .await
+                .unwrap(),
+        }
+    }
+
+    #[test]
+    fn callers_waiting_as_tasks_share_the_next_run_with_those_waiting_as_threads() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let shared = Arc::new(Coalesced::<usize>::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (entered, first_running) = std::sync::mpsc::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let first = {
+            let (shared, runs) = (shared.clone(), runs.clone());
+            std::thread::spawn(move || {
+                shared.run(|| {
+                    entered.send(()).unwrap();
+                    held.recv().unwrap();
+                    runs.fetch_add(1, Ordering::SeqCst) + 1
+                })
+            })
+        };
+        first_running.recv().unwrap();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let (shared, runs) = (shared.clone(), runs.clone());
+                runtime.spawn(run_from_task(shared, move || {
+                    std::thread::sleep(Duration::from_millis(50));
+                    runs.fetch_add(1, Ordering::SeqCst) + 1
+                }))
+            })
+            .collect();
+        let thread = {
+            let (shared, runs) = (shared.clone(), runs.clone());
+            std::thread::spawn(move || shared.run(|| runs.fetch_add(1, Ordering::SeqCst) + 1))
+        };
+        // Let every task and the thread reach the wait before the first run ends.
+        std::thread::sleep(Duration::from_millis(200));
+        release.send(()).unwrap();
+        assert_eq!(first.join().unwrap(), 1);
+        let results: Vec<usize> = runtime.block_on(async {
+            let mut results = Vec::new();
+            for task in tasks {
+                results.push(task.await.unwrap());
+            }
+            results
+        });
+        assert_eq!(thread.join().unwrap(), 2);
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "one run for all 65");
+        assert!(results.iter().all(|&r| r == 2), "{results:?}");
+    }
+
+    #[test]
+    fn a_task_never_takes_a_result_older_than_its_arrival() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let shared = Arc::new(Coalesced::<u64>::default());
+        let clock = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let (shared, clock) = (shared.clone(), clock.clone());
+                    tokio::spawn(async move {
+                        for _ in 0..200 {
+                            let arrival = clock.fetch_add(1, Ordering::SeqCst);
+                            let reading = clock.clone();
+                            let seen = run_from_task(shared.clone(), move || {
+                                reading.load(Ordering::SeqCst)
+                            })
+                            .await;
+                            assert!(seen > arrival, "took {seen}, arrived at {arrival}");
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn a_task_finds_no_run_in_flight_and_runs_its_own() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let shared = Arc::new(Coalesced::<u32>::default());
+        assert_eq!(runtime.block_on(shared.clone().join_async()), None);
+        shared.run(|| 1);
+        // Run 1 landed before this call: it may not be taken.
+        assert_eq!(runtime.block_on(shared.clone().join_async()), None);
     }
 }

@@ -160,7 +160,7 @@ pub struct ConsistentBackend {
     window: Duration,
     current: RwLock<Arc<Tree>>,
     /// One check (and re-read) of the tree at a time, shared by the requests waiting for it.
-    validation: Coalesced<Arc<Tree>>,
+    validation: Arc<Coalesced<Arc<Tree>>>,
     /// Directories read so far (not just stamped): what the work of a change costs.
     dir_reads: AtomicUsize,
     /// Whether the last check found a change: then the next one does not wait for the
@@ -187,7 +187,7 @@ impl ConsistentBackend {
             stamps,
             window,
             current: RwLock::new(Arc::new(Tree::default())),
-            validation: Coalesced::default(),
+            validation: Arc::default(),
             dir_reads: AtomicUsize::new(0),
             changing: std::sync::atomic::AtomicBool::new(false),
             names: std::collections::hash_map::RandomState::new(),
@@ -493,27 +493,38 @@ struct Change {
     added: Vec<Arc<DistFile>>,
 }
 
+impl ConsistentBackend {
+    /// The tree as the disk holds it now: the current one if no directory moved since it was
+    /// read and trusted, else read again. Run through `validation`, one at a time.
+    fn validated(&self) -> Arc<Tree> {
+        let tree = self.current();
+        let Some(change) = self.stale_since(&tree) else {
+            self.changing.store(false, Ordering::Relaxed);
+            return tree;
+        };
+        // A directory changing at every check (uploads arriving back to back) will be
+        // read again anyway: waiting out the tick would only slow each of them down.
+        if !self.changing.swap(true, Ordering::Relaxed) {
+            self.await_clock_past(change);
+        }
+        // A file published meanwhile is in `current` and not in `tree`: the re-read
+        // starts from `current` so that it is found already known.
+        let latest = self.current();
+        let fresh = Arc::new(self.reread(&latest));
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        fresh
+    }
+}
+
 impl Backend for ConsistentBackend {
     fn snapshot(&self) -> std::io::Result<Arc<Snapshot>> {
-        let tree = self.validation.run(|| {
-            let tree = self.current();
-            let Some(change) = self.stale_since(&tree) else {
-                self.changing.store(false, Ordering::Relaxed);
-                return tree;
-            };
-            // A directory changing at every check (uploads arriving back to back) will be
-            // read again anyway: waiting out the tick would only slow each of them down.
-            if !self.changing.swap(true, Ordering::Relaxed) {
-                self.await_clock_past(change);
-            }
-            // A file published meanwhile is in `current` and not in `tree`: the re-read
-            // starts from `current` so that it is found already known.
-            let latest = self.current();
-            let fresh = Arc::new(self.reread(&latest));
-            *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
-            fresh
-        });
+        let tree = self.validation.run(|| self.validated());
         Ok(tree.snapshot.clone())
+    }
+
+    fn join_check(&self) -> super::JoinedCheck {
+        let check = self.validation.clone().join_async();
+        Box::pin(async move { check.await.map(|tree| tree.snapshot.clone()) })
     }
 
     fn published(&self, path: &Path) {
@@ -922,6 +933,59 @@ mod tests {
             assert_eq!(thread.join().unwrap(), [WHEEL, WHEEL2]);
         }
         // The changed root, once; "sub" did not change and is not read again.
+        assert_eq!(backend.dir_reads.load(Ordering::Relaxed) - reads, 1);
+    }
+
+    #[test]
+    fn many_requests_waiting_as_tasks_during_a_change_cause_one_reread() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(WHEEL), b"one").unwrap();
+        let backend = Arc::new(ConsistentBackend::with_stamps(
+            vec![dir.path().to_owned()],
+            Box::new(Arc::new(SlowClock(OpenAndStat::default()))),
+            SETTLE_WINDOW,
+        ));
+        backend.snapshot().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        backend.snapshot().unwrap();
+        std::fs::write(dir.path().join(WHEEL2), b"two").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let reads = backend.dir_reads.load(Ordering::Relaxed);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let requests = 64;
+        let listed = runtime.block_on(async {
+            let start = Arc::new(tokio::sync::Barrier::new(requests));
+            let tasks: Vec<_> = (0..requests)
+                .map(|_| {
+                    let (backend, start) = (backend.clone(), start.clone());
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        let joined = backend.join_check().await;
+                        let backend = backend.clone();
+                        let snapshot = match joined {
+                            Some(snapshot) => snapshot,
+                            None => tokio::task::spawn_blocking(move || backend.snapshot())
+                                .await
+                                .unwrap()
+                                .unwrap(),
+                        };
+                        names(&snapshot)
+                    })
+                })
+                .collect();
+            let mut listed = Vec::new();
+            for task in tasks {
+                listed.push(task.await.unwrap());
+            }
+            listed
+        });
+        assert!(
+            listed.iter().all(|names| names == &[WHEEL, WHEEL2]),
+            "{listed:?}"
+        );
         assert_eq!(backend.dir_reads.load(Ordering::Relaxed) - reads, 1);
     }
 

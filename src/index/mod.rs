@@ -214,12 +214,22 @@ fn relative_path(root: &Path, path: &Path) -> String {
         .join("/")
 }
 
+/// What [`Backend::join_check`] returns.
+pub type JoinedCheck =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Arc<Snapshot>>> + Send>>;
+
 /// Where listings come from. The scanning backend is the reference the others must agree with.
 pub trait Backend: Send + Sync {
     /// Every distribution file as the directories hold it now, built with
     /// [`Snapshot::from_found`] so that every backend serves the same copy of a filename
     /// found twice.
     fn snapshot(&self) -> std::io::Result<Arc<Snapshot>>;
+    /// For a caller on the async runtime, before it takes a blocking thread to call
+    /// `snapshot`: a backend that shares one check among requests lets them wait for a check
+    /// in flight as tasks, and hands over its result if it began after this call.
+    fn join_check(&self) -> JoinedCheck {
+        Box::pin(std::future::ready(None))
+    }
     /// Tells the backend that a file was published or removed through this process.
     fn invalidate(&self) {}
     /// Tells the backend that this process has just published the file at `path`.
@@ -294,8 +304,33 @@ impl Index {
         &self.config.roots[0]
     }
 
+    /// The snapshot, from a thread that may block.
     pub fn snapshot(&self) -> std::io::Result<Arc<Snapshot>> {
-        let snapshot = self.backend.snapshot()?;
+        Ok(self.trimmed_to(self.backend.snapshot()?))
+    }
+
+    /// `then` applied to the current snapshot, off the runtime. Waiting for a check another
+    /// request runs costs no thread, and a request that runs the check itself does it and
+    /// `then` in one trip to the blocking pool.
+    pub async fn with_snapshot<R: Send + 'static>(
+        self: &Arc<Self>,
+        then: impl FnOnce(&Index, Arc<Snapshot>) -> std::io::Result<R> + Send + 'static,
+    ) -> std::io::Result<R> {
+        let joined = self.backend.join_check().await;
+        let index = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let snapshot = match joined {
+                Some(snapshot) => index.trimmed_to(snapshot),
+                None => index.snapshot()?,
+            };
+            then(&index, snapshot)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Trims the cache to `snapshot` if it is new since the last call: once per change.
+    fn trimmed_to(&self, snapshot: Arc<Snapshot>) -> Arc<Snapshot> {
         let mut trimmed_for = self.trimmed_for.lock().unwrap_or_else(|e| e.into_inner());
         if !trimmed_for
             .as_ref()
@@ -304,7 +339,7 @@ impl Index {
             self.cache.trim_to(&snapshot);
             *trimmed_for = Some(snapshot.clone());
         }
-        Ok(snapshot)
+        snapshot
     }
 
     /// `file` as the disk holds it now, or `None` if it is gone or can no longer be read.

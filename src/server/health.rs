@@ -4,7 +4,11 @@
 //! Answering from the async threads alone proved nothing: with the blocking pool exhausted every
 //! route that touches the disk hung while the health check still said 200. So it runs a trivial
 //! job on the blocking pool, and fails when that job does not start within a short deadline.
+//!
+//! With `--health-requires FILE`, that job also looks for FILE: a replica that lost its shared
+//! volume would otherwise answer 200 and serve an empty directory.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rocket::http::Status;
@@ -16,34 +20,68 @@ use rocket::{Data, Request};
 const BLOCKING_POOL_DEADLINE: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
-pub(crate) struct Health;
+pub(crate) struct Health {
+    /// `--health-requires`.
+    pub(crate) requires: Option<PathBuf>,
+}
 
 #[rocket::async_trait]
 impl Handler for Health {
     async fn handle<'r>(&self, req: &'r Request<'_>, _: Data<'r>) -> Outcome<'r> {
-        if blocking_pool_answers(BLOCKING_POOL_DEADLINE).await {
-            Outcome::from(req, "Ok")
-        } else {
-            tracing::error!(
-                "health: the blocking pool did not run a job within {BLOCKING_POOL_DEADLINE:?}"
-            );
-            Outcome::from(
-                req,
-                (
-                    Status::ServiceUnavailable,
-                    "unhealthy: the file-serving threads are all busy\n",
-                ),
-            )
+        let requires = self.requires.clone();
+        let found = blocking_pool_runs(BLOCKING_POOL_DEADLINE, move || {
+            requires.as_deref().is_none_or(|file| file.exists())
+        })
+        .await;
+        match found {
+            Some(true) => Outcome::from(req, "Ok"),
+            Some(false) => {
+                let file = self.requires.as_deref().unwrap_or(Path::new(""));
+                tracing::error!(
+                    "health: {} does not exist (--health-requires)",
+                    file.display()
+                );
+                Outcome::from(
+                    req,
+                    (
+                        Status::ServiceUnavailable,
+                        format!(
+                            "unhealthy: {} does not exist: the package directory is not the volume it should be\n",
+                            file.display()
+                        ),
+                    ),
+                )
+            }
+            None => {
+                tracing::error!(
+                    "health: the blocking pool did not run a job within {BLOCKING_POOL_DEADLINE:?}"
+                );
+                Outcome::from(
+                    req,
+                    (
+                        Status::ServiceUnavailable,
+                        "unhealthy: the file-serving threads are all busy\n".to_owned(),
+                    ),
+                )
+            }
         }
     }
 }
 
 /// Whether a job handed to the blocking pool runs within `deadline`.
 pub(crate) async fn blocking_pool_answers(deadline: Duration) -> bool {
-    matches!(
-        rocket::tokio::time::timeout(deadline, rocket::tokio::task::spawn_blocking(|| ())).await,
-        Ok(Ok(()))
-    )
+    blocking_pool_runs(deadline, || ()).await.is_some()
+}
+
+/// `job`'s result, if the blocking pool finishes it within `deadline`.
+async fn blocking_pool_runs<T: Send + 'static>(
+    deadline: Duration,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    match rocket::tokio::time::timeout(deadline, rocket::tokio::task::spawn_blocking(job)).await {
+        Ok(Ok(result)) => Some(result),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

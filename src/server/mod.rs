@@ -186,7 +186,14 @@ fn build_with(
     if let Some(workers) = config.workers {
         rocket_config.workers = usize::from(workers);
     }
-    let health = Route::ranked(0, Method::Get, &config.health_endpoint, health::Health);
+    let health = Route::ranked(
+        0,
+        Method::Get,
+        &config.health_endpoint,
+        health::Health {
+            requires: config.health_requires.clone(),
+        },
+    );
     Ok(rocket::custom(rocket_config)
         .manage(app)
         .attach(in_flight)

@@ -70,16 +70,16 @@ async fn listed_files(
     index: &Arc<Index>,
     pick: impl FnOnce(&Snapshot) -> Vec<Arc<DistFile>> + Send + 'static,
 ) -> Result<Vec<Arc<DistFile>>, ApiError> {
-    let index = index.clone();
-    blocking(move || -> std::io::Result<_> {
-        let snapshot = index.snapshot()?;
-        let mut listed = Vec::new();
-        for file in pick(&snapshot) {
-            listed.extend(index.as_on_disk(&file)?);
-        }
-        Ok(listed)
-    })
-    .await
+    let listed = index
+        .with_snapshot(move |index, snapshot| {
+            let mut listed = Vec::new();
+            for file in pick(&snapshot) {
+                listed.extend(index.as_on_disk(&file)?);
+            }
+            Ok(listed)
+        })
+        .await?;
+    Ok(listed)
 }
 
 /// What the pages say about each file (off the runtime: a version never seen is read). A
@@ -146,8 +146,7 @@ pub(crate) async fn simple_index(
     if !slash.0 {
         return Ok(Reply::Redirect(Redirect::moved(app.location("/simple/"))));
     }
-    let index = app.index.clone();
-    let snapshot = blocking(move || index.snapshot()).await?;
+    let snapshot = app.index.with_snapshot(|_, snapshot| Ok(snapshot)).await?;
     let body = app.root_pages.get(&snapshot, format == PageFormat::JsonV1);
     Ok(Reply::Page(Page {
         body: PageBody::Shared(body),

@@ -52,7 +52,7 @@ pub fn appliance(settings: &Settings, sizing: &Sizing, network: &Network) -> Tem
     ));
     let storage = efs::file_system(&mut t, settings, network);
     let secret = iam::credentials(&mut t, settings);
-    let roles = iam::roles(&mut t, settings, &storage.file_system, &secret);
+    let roles = iam::roles(&mut t, settings, &storage, &secret);
     iam::secret_policy(&mut t, settings, &secret, &roles.execution);
     let front = alb::load_balancer(&mut t, settings, network);
     let compute = ecs::service(
@@ -73,7 +73,7 @@ pub fn appliance(settings: &Settings, sizing: &Sizing, network: &Network) -> Tem
     let alarms = monitoring::alarms(&mut t, settings, &storage, &front, &compute);
     let dashboard = settings
         .dashboard
-        .then(|| monitoring::dashboard(&mut t, settings, &storage, &front, &compute));
+        .then(|| monitoring::dashboard(&mut t, &storage, &front, &compute));
 
     let fqdns = settings.fqdns();
     let first = fqdns.first().map_or("", String::as_str);
@@ -200,6 +200,14 @@ fn base_name(settings: &Settings) -> String {
     format!("{}-{}", settings.service_name, settings.environment)
 }
 
+/// A name unique to this stack in its account and region: the stack's name, which
+/// CloudFormation keeps unique there, and `suffix`. Two stacks of the same service and
+/// environment (a copy under a new name, a second region's twin in one account) would
+/// otherwise collide on the names of their cluster, dashboard and alarms.
+fn stack_named(suffix: &str) -> Value {
+    sub(&format!("${{AWS::StackName}}{suffix}"))
+}
+
 /// The `Service` and `Environment` tags, as most resource types take them.
 fn tags(settings: &Settings) -> Value {
     json!([
@@ -222,23 +230,38 @@ fn tag_map(settings: &Settings) -> Value {
     json!({ "Service": settings.service_name, "Environment": settings.environment })
 }
 
-/// A resource that holds data, with what becomes of it when the stack is deleted or the
-/// resource replaced said explicitly (`Retain` or `Delete`).
+/// What becomes of a resource that holds data when the stack is deleted or the resource
+/// replaced.
+#[derive(Clone, Copy)]
+enum Lifetime {
+    /// Outlives the stack and any replacement, except when the stack's first create fails and
+    /// rolls back: then nothing was ever stored in it, and a kept copy would only be billed
+    /// and block the next attempt's names.
+    OutlivesTheStack,
+    /// Goes with the stack.
+    WithTheStack,
+}
+
+/// A resource that holds data, with its [`Lifetime`] said explicitly.
 fn stateful(
     t: &mut Template,
     id: &str,
     resource_type: &str,
     properties: Value,
-    policy: &'static str,
+    lifetime: Lifetime,
 ) -> Handle {
+    let (deletion, replace) = match lifetime {
+        Lifetime::OutlivesTheStack => ("RetainExceptOnCreate", "Retain"),
+        Lifetime::WithTheStack => ("Delete", "Delete"),
+    };
     t.insert(
         id,
         Resource {
             resource_type: resource_type.to_owned(),
             properties,
             depends_on: Vec::new(),
-            deletion_policy: Some(policy),
-            update_replace_policy: Some(policy),
+            deletion_policy: Some(deletion),
+            update_replace_policy: Some(replace),
         },
     )
 }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{assume_role_policy, base_name, managed_policy, stateful, tag_map, tags};
+use super::{assume_role_policy, base_name, managed_policy, stateful, tag_map, tags, Lifetime};
 use crate::deploy::settings::Settings;
 use crate::deploy::template::{Handle, Template};
 
@@ -28,7 +28,7 @@ pub(super) fn plan(t: &mut Template, settings: &Settings, file_system: &Handle) 
             "BackupVaultName": { "Fn::Join": ["-", [stem, stack_id_head]] },
             "BackupVaultTags": tag_map(settings),
         }),
-        "Retain",
+        Lifetime::OutlivesTheStack,
     );
     let plan = t.add(
         "BackupPlan",

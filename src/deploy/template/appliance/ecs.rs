@@ -7,19 +7,22 @@
 use serde_json::{json, Value};
 
 use super::alb::{Front, DYNAMIC_PORTS};
-use super::efs::Storage;
+use super::efs::{Storage, SERVER_UID};
 use super::iam::Roles;
-use super::{base_name, named_tags, stateful, sub, tags, Network, CONTAINER_PORT};
+use super::{
+    base_name, named_tags, stack_named, stateful, sub, tags, Lifetime, Network, CONTAINER_PORT,
+};
 use crate::deploy::settings::Settings;
 use crate::deploy::sizing::{Sizing, PAGE_CACHE_MIB};
 use crate::deploy::template::{Handle, Template};
 
-/// Where the hosts mount the file system.
+/// Where the hosts mount the packages directory (the file system's access point).
 const HOST_MOUNT: &str = "/mnt/wheelhouse";
 /// The directory of the packages on the file system, as the tasks see it.
 const CONTAINER_PACKAGES: &str = "/data/packages";
-/// The unprivileged user the server image runs as: it must own the packages directory.
-const SERVER_UID: u32 = 10001;
+/// A file the boot script leaves on the shared volume; the server's health check requires it
+/// (`--health-requires`), so a task whose directory is not the volume is taken out.
+const VOLUME_MARKER: &str = ".wheelhouse-volume";
 /// The container's name in the task definition.
 const CONTAINER_NAME: &str = "wheelhouse";
 /// Past the server's 30 s shutdown grace, so requests in flight finish before SIGKILL.
@@ -57,7 +60,7 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
         "Cluster",
         "AWS::ECS::Cluster",
         json!({
-            "ClusterName": name,
+            "ClusterName": stack_named(""),
             // Container Insights reports RunningTaskCount and DesiredTaskCount, which the
             // running-tasks alarm compares.
             "ClusterSettings": [{ "Name": "containerInsights", "Value": "enabled" }],
@@ -110,7 +113,7 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
                         "DeleteOnTermination": true,
                     },
                 }],
-                "UserData": { "Fn::Base64": sub(&user_data(&cluster, &storage.file_system)) },
+                "UserData": { "Fn::Base64": sub(&user_data(&cluster, storage)) },
                 "TagSpecifications": [{ "ResourceType": "volume", "Tags": tags(settings) }],
             },
             "TagSpecifications": [{ "ResourceType": "launch-template", "Tags": tags(settings) }],
@@ -155,6 +158,9 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
         "CapacityProvider",
         "AWS::ECS::CapacityProvider",
         json!({
+            // Named explicitly: the name CloudFormation would derive starts with the stack's,
+            // and a capacity provider's may not start with "aws", "ecs" or "fargate".
+            "Name": sub("hosts-${AWS::StackName}"),
             "AutoScalingGroupProvider": {
                 "AutoScalingGroupArn": auto_scaling_group.r#ref(),
                 "ManagedScaling": {
@@ -195,7 +201,7 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
             "RetentionInDays": settings.log_retention_days,
             "Tags": tags(settings),
         }),
-        "Delete",
+        Lifetime::WithTheStack,
     );
 
     let secret_key = |key: &str| sub(&format!("${{{}}}:{key}::", secret.id()));
@@ -210,7 +216,7 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
             "ExecutionRoleArn": roles.execution.get_att("Arn"),
             // The host's EFS mount (see `user_data`), bind-mounted: ECS's own EFS volumes take
             // no NFS options, and the cache bound below needs them.
-            "Volumes": [{ "Name": "packages", "Host": { "SourcePath": format!("{HOST_MOUNT}/packages") } }],
+            "Volumes": [{ "Name": "packages", "Host": { "SourcePath": HOST_MOUNT } }],
             "ContainerDefinitions": [{
                 "Name": CONTAINER_NAME,
                 "Image": format!("{}:{}", settings.image_repository, settings.image_tag),
@@ -223,6 +229,7 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
                     "-a", "download,list,update",
                     "--workers", sizing.workers.to_string(),
                     "--header-timeout", super::SERVER_IDLE_TIMEOUT_SECONDS.to_string(),
+                    "--health-requires", format!("{CONTAINER_PACKAGES}/{VOLUME_MARKER}"),
                     "-p", CONTAINER_PORT.to_string(),
                     CONTAINER_PACKAGES,
                 ],
@@ -367,11 +374,14 @@ fn ami(instance_type: &str) -> String {
 /// The ECS agent starts only after this script has run (its unit is ordered after
 /// cloud-final), and the script joins the cluster last: a host whose mount failed would serve,
 /// and accept uploads into, its own disk, so it powers off instead and the auto scaling group
-/// replaces it. `ECS_RESERVED_MEMORY` keeps the page cache's share out of task placement, as
+/// replaces it. The script runs on the first boot only: after a reboot, systemd drop-ins
+/// (`RequiresMountsFor`) hold Docker and the agent until the volume is mounted, and the
+/// marker file on the volume fails the health check of any task that still finds none. `ECS_RESERVED_MEMORY` keeps the page cache's share out of task placement, as
 /// the sizing assumes.
-fn user_data(cluster: &Handle, file_system: &Handle) -> String {
+fn user_data(cluster: &Handle, storage: &Storage) -> String {
     let cluster = cluster.id();
-    let file_system = file_system.id();
+    let file_system = storage.file_system.id();
+    let access_point = storage.access_point.id();
     format!(
         r#"#!/bin/bash
 set -euo pipefail
@@ -380,11 +390,18 @@ retry() {{ for _ in $(seq 1 30); do "$@" && return 0; sleep 10; done; return 1; 
 retry dnf install -y amazon-efs-utils
 mkdir -p {HOST_MOUNT}
 # acdirmin/acdirmax: every replica lists an upload within ~1 s (the NFS default caches directories 30-60 s)
-echo "${{{file_system}}}:/ {HOST_MOUNT} efs _netdev,tls,iam,acdirmin=1,acdirmax=1 0 0" >> /etc/fstab
+# Through the access point: the packages directory, every request made as the server's user
+echo "${{{file_system}}}:/ {HOST_MOUNT} efs _netdev,tls,iam,accesspoint=${{{access_point}}},acdirmin=1,acdirmax=1 0 0" >> /etc/fstab
 retry mount {HOST_MOUNT}
 mountpoint -q {HOST_MOUNT}
-mkdir -p {HOST_MOUNT}/packages
-chown {SERVER_UID}:{SERVER_UID} {HOST_MOUNT}/packages
+# Only the volume holds the marker: a task that finds none fails its health check
+[ -e {HOST_MOUNT}/{VOLUME_MARKER} ] || touch {HOST_MOUNT}/{VOLUME_MARKER}
+# After a reboot, Docker and the ECS agent start only once the volume is mounted
+for unit in docker ecs; do
+  mkdir -p /etc/systemd/system/$unit.service.d
+  printf '[Unit]\nRequiresMountsFor={HOST_MOUNT}\n' > /etc/systemd/system/$unit.service.d/wheelhouse-volume.conf
+done
+systemctl daemon-reload
 cat >> /etc/ecs/ecs.config <<EOF
 ECS_CLUSTER=${{{cluster}}}
 ECS_RESERVED_MEMORY={PAGE_CACHE_MIB}

@@ -1,16 +1,24 @@
-//! The shared package directory: one EFS file system, a mount target in every host subnet.
+//! The shared package directory: one EFS file system, a mount target in every host subnet,
+//! and an access point that is the packages directory, owned by the server's user.
 
 use serde_json::{json, Value};
 
-use super::{base_name, named_tags, stateful, sub, Network};
+use super::{base_name, named_tags, stateful, sub, Lifetime, Network};
 use crate::deploy::settings::{Settings, ThroughputMode};
 use crate::deploy::template::{Handle, Template};
 
 /// NFS.
 const NFS_PORT: u16 = 2049;
+/// The user (and group) the server runs as in its image.
+pub(super) const SERVER_UID: u32 = 10001;
+/// Where the packages live on the file system (the access point's root).
+const PACKAGES_PATH: &str = "/packages";
 
 pub(super) struct Storage {
     pub(super) file_system: Handle,
+    /// The packages directory: every client goes through it as the server's user, so no host
+    /// needs root on the file system and nothing has to `chown` what it creates.
+    pub(super) access_point: Handle,
     pub(super) mount_targets: Vec<Handle>,
 }
 
@@ -79,7 +87,25 @@ pub(super) fn file_system(t: &mut Template, settings: &Settings, network: &Netwo
         "FileSystem",
         "AWS::EFS::FileSystem",
         properties,
-        "Retain",
+        Lifetime::OutlivesTheStack,
+    );
+
+    let uid = SERVER_UID.to_string();
+    let access_point = t.add(
+        "AccessPoint",
+        "AWS::EFS::AccessPoint",
+        json!({
+            "FileSystemId": file_system.r#ref(),
+            // Every request through it is made as this user, whatever the client's own.
+            "PosixUser": { "Uid": uid, "Gid": uid },
+            // Created on first use, owned by the server's user: an existing directory (a file
+            // system restored from a backup) keeps its owner.
+            "RootDirectory": {
+                "Path": PACKAGES_PATH,
+                "CreationInfo": { "OwnerUid": uid, "OwnerGid": uid, "Permissions": "0755" },
+            },
+            "AccessPointTags": named_tags(settings, &format!("{name}-packages")),
+        }),
     );
 
     let mount_targets = settings
@@ -100,26 +126,33 @@ pub(super) fn file_system(t: &mut Template, settings: &Settings, network: &Netwo
         .collect();
     Storage {
         file_system,
+        access_point,
         mount_targets,
     }
 }
 
-/// The statement that lets a role mount the file system, as the hosts do.
-pub(super) fn client_statement(file_system: &Handle) -> Value {
+/// The statement that lets a role mount the packages directory, as the hosts do: through
+/// the access point only, and without root access.
+pub(super) fn client_statement(storage: &Storage) -> Value {
     json!({
         "Effect": "Allow",
         "Action": [
             "elasticfilesystem:ClientMount",
             "elasticfilesystem:ClientWrite",
-            // The host's set-up runs as root: it creates the packages directory and hands it
-            // to the server's user. Without this EFS squashes root to nobody.
-            "elasticfilesystem:ClientRootAccess",
         ],
         // Spelled out from the id rather than GetAtt Arn: the same ARN, and it stays a valid
         // ARN in emulators that only pretend to create file systems (IAM validates it).
         "Resource": sub(&format!(
             "arn:${{AWS::Partition}}:elasticfilesystem:${{AWS::Region}}:${{AWS::AccountId}}:file-system/${{{}}}",
-            file_system.id()
+            storage.file_system.id()
         )),
+        "Condition": {
+            "StringEquals": {
+                "elasticfilesystem:AccessPointArn": sub(&format!(
+                    "arn:${{AWS::Partition}}:elasticfilesystem:${{AWS::Region}}:${{AWS::AccountId}}:access-point/${{{}}}",
+                    storage.access_point.id()
+                )),
+            },
+        },
     })
 }

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Value};
 
-use super::{assume_role_policy, base_name, efs, managed_policy, stateful, tags};
+use super::{assume_role_policy, base_name, efs, managed_policy, stateful, tags, Lifetime};
 use crate::deploy::settings::Settings;
 use crate::deploy::template::{Handle, Template};
 
@@ -40,14 +40,14 @@ pub(super) fn credentials(t: &mut Template, settings: &Settings) -> Handle {
             },
             "Tags": tags(settings),
         }),
-        "Delete",
+        Lifetime::WithTheStack,
     )
 }
 
 pub(super) fn roles(
     t: &mut Template,
     settings: &Settings,
-    file_system: &Handle,
+    storage: &efs::Storage,
     secret: &Handle,
 ) -> Roles {
     let mut instance_policies = vec![managed_policy(
@@ -63,7 +63,7 @@ pub(super) fn roles(
             "ManagedPolicyArns": instance_policies,
             "Policies": [{
                 "PolicyName": "mount-packages",
-                "PolicyDocument": policy(vec![efs::client_statement(file_system)]),
+                "PolicyDocument": policy(vec![efs::client_statement(storage)]),
             }],
             "Tags": tags(settings),
         }),

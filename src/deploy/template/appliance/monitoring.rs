@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::alb::Front;
 use super::ecs::Compute;
 use super::efs::Storage;
-use super::{base_name, sub, tags};
+use super::{base_name, stack_named, sub, tags};
 use crate::deploy::settings::{Settings, ThroughputMode};
 use crate::deploy::template::{Handle, Template};
 
@@ -215,7 +215,7 @@ pub(super) fn alarms(
     let alarms = specs
         .into_iter()
         .map(|(id, suffix, description, mut properties)| {
-            properties["AlarmName"] = json!(format!("{name}-{suffix}"));
+            properties["AlarmName"] = stack_named(&format!("-{suffix}"));
             properties["AlarmDescription"] = json!(description);
             properties["ActionsEnabled"] = json!(true);
             properties["AlarmActions"] = json!(actions);
@@ -230,7 +230,6 @@ pub(super) fn alarms(
 
 pub(super) fn dashboard(
     t: &mut Template,
-    settings: &Settings,
     storage: &Storage,
     front: &Front,
     compute: &Compute,
@@ -380,7 +379,7 @@ pub(super) fn dashboard(
         "Dashboard",
         "AWS::CloudWatch::Dashboard",
         json!({
-            "DashboardName": base_name(settings),
+            "DashboardName": stack_named(""),
             "DashboardBody": sub(&body),
         }),
     )
