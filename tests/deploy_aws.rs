@@ -1,6 +1,8 @@
-//! The CloudFormation edges a real service cannot be made to produce on demand, against a
-//! wiremock stand-in speaking CloudFormation's query protocol: throttling, an empty change
-//! set, a failed create that rolls back, paginated events, and error reporting.
+//! The AWS edges a real service cannot be made to produce on demand, against wiremock
+//! stand-ins speaking the services' query protocols: throttling, an empty change set, a
+//! failed create that rolls back, paginated events, error reporting; the ECS service-linked
+//! role of a fresh account; deletion protection released by `destroy`; every preflight
+//! failure of a wrong network.
 
 use std::time::Duration;
 
@@ -28,15 +30,38 @@ fn client(server: &MockServer) -> StackClient {
         .with_poll_interval(Duration::from_millis(5))
 }
 
+/// One AWS configuration pointed at a wiremock server, for the clients of every service.
+fn sdk_config(server: &MockServer) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(server.uri())
+        .credentials_provider(
+            aws_sdk_cloudformation::config::SharedCredentialsProvider::new(Credentials::new(
+                "test", "test", None, None, "test",
+            )),
+        )
+        .build()
+}
+
 fn ok(action: &str, result: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_string(format!(
-        "<{action}Response xmlns=\"{NS}\"><{action}Result>{result}</{action}Result><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></{action}Response>"
-    ))
+    query_ok(NS, action, result)
 }
 
 fn error(status: u16, code: &str, message: &str) -> ResponseTemplate {
+    query_error(NS, status, code, message)
+}
+
+/// A successful answer in the query protocol of the service whose namespace is `ns`.
+fn query_ok(ns: &str, action: &str, result: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_string(format!(
+        "<{action}Response xmlns=\"{ns}\"><{action}Result>{result}</{action}Result><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></{action}Response>"
+    ))
+}
+
+fn query_error(ns: &str, status: u16, code: &str, message: &str) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_string(format!(
-        "<ErrorResponse xmlns=\"{NS}\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>r</RequestId></ErrorResponse>"
+        "<ErrorResponse xmlns=\"{ns}\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>r</RequestId></ErrorResponse>"
     ))
 }
 
@@ -396,27 +421,15 @@ mod ecs_service_linked_role {
     const IAM_NS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 
     fn iam(server: &MockServer) -> aws_sdk_iam::Client {
-        let config = aws_sdk_iam::Config::builder()
-            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
-            .region(aws_sdk_iam::config::Region::new("us-east-1"))
-            .endpoint_url(server.uri())
-            .credentials_provider(aws_sdk_iam::config::Credentials::new(
-                "test", "test", None, None, "test",
-            ))
-            .build();
-        aws_sdk_iam::Client::from_conf(config)
+        aws_sdk_iam::Client::new(&super::sdk_config(server))
     }
 
     fn iam_ok(action: &str, result: &str) -> ResponseTemplate {
-        ResponseTemplate::new(200).set_body_string(format!(
-            "<{action}Response xmlns=\"{IAM_NS}\"><{action}Result>{result}</{action}Result><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></{action}Response>"
-        ))
+        query_ok(IAM_NS, action, result)
     }
 
     fn iam_error(status: u16, code: &str, message: &str) -> ResponseTemplate {
-        ResponseTemplate::new(status).set_body_string(format!(
-            "<ErrorResponse xmlns=\"{IAM_NS}\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>r</RequestId></ErrorResponse>"
-        ))
+        query_error(IAM_NS, status, code, message)
     }
 
     const ROLE: &str = "<Role><Path>/aws-service-role/ecs.amazonaws.com/</Path><RoleName>AWSServiceRoleForECS</RoleName><RoleId>AROAEXAMPLE</RoleId><Arn>arn:aws:iam::123456789012:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS</Arn><CreateDate>2026-01-01T00:00:00Z</CreateDate></Role>";
@@ -486,5 +499,528 @@ mod ecs_service_linked_role {
             err,
             "GetRole (the ECS service-linked role) failed: AccessDenied: User: arn:aws:iam::123456789012:user/ci is not authorized to perform: iam:GetRole"
         );
+    }
+}
+
+mod protection {
+    use super::*;
+    use wheelhouse::deploy::protection::{release, Released};
+
+    const ELB_NS: &str = "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/";
+    const ALB: &str =
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/demo/50dc6c495c0c9188";
+
+    fn elb(server: &MockServer) -> aws_sdk_elasticloadbalancingv2::Client {
+        aws_sdk_elasticloadbalancingv2::Client::new(&super::sdk_config(server))
+    }
+
+    fn protected_stack(termination: bool, alb: bool) -> String {
+        format!(
+            "<Stacks><member><StackName>demo</StackName><StackId>{STACK_ID}</StackId><CreationTime>2026-01-01T00:00:00Z</CreationTime><StackStatus>CREATE_COMPLETE</StackStatus><EnableTerminationProtection>{termination}</EnableTerminationProtection><Outputs><member><OutputKey>Protected</OutputKey><OutputValue>{alb}</OutputValue></member><member><OutputKey>LoadBalancerArn</OutputKey><OutputValue>{ALB}</OutputValue></member></Outputs></member></Stacks>"
+        )
+    }
+
+    fn elb_reply(action: &str) -> ResponseTemplate {
+        query_ok(
+            ELB_NS,
+            action,
+            "<Attributes><member><Key>deletion_protection.enabled</Key><Value>false</Value></member></Attributes>",
+        )
+    }
+
+    #[tokio::test]
+    async fn destroy_turns_off_both_protections_of_a_protected_stack() {
+        let server = MockServer::start().await;
+        reply(
+            &server,
+            "DescribeStacks",
+            ok("DescribeStacks", &protected_stack(true, true)),
+        )
+        .await;
+        Mock::given(method("POST"))
+            .and(action("UpdateTerminationProtection"))
+            .and(body_string_contains("EnableTerminationProtection=false"))
+            .respond_with(ok(
+                "UpdateTerminationProtection",
+                &format!("<StackId>{STACK_ID}</StackId>"),
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(action("ModifyLoadBalancerAttributes"))
+            .and(body_string_contains("deletion_protection.enabled"))
+            .and(body_string_contains("Value=false"))
+            .respond_with(elb_reply("ModifyLoadBalancerAttributes"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let stack = client(&server);
+        let state = stack.require_state().await.unwrap();
+        assert!(state.termination_protection);
+        let released = release(&stack, &state, &elb(&server)).await.unwrap();
+        assert_eq!(
+            released,
+            Released {
+                termination_protection: true,
+                load_balancer: true
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_first_create_without_outputs_has_its_load_balancer_found_and_released() {
+        let server = MockServer::start().await;
+        let failed = format!(
+            "<Stacks><member><StackName>demo</StackName><StackId>{STACK_ID}</StackId><CreationTime>2026-01-01T00:00:00Z</CreationTime><StackStatus>ROLLBACK_FAILED</StackStatus></member></Stacks>"
+        );
+        reply(&server, "DescribeStacks", ok("DescribeStacks", &failed)).await;
+        Mock::given(method("POST"))
+            .and(action("DescribeStackResource"))
+            .and(body_string_contains("LogicalResourceId=LoadBalancer"))
+            .respond_with(ok(
+                "DescribeStackResource",
+                &format!("<StackResourceDetail><StackName>demo</StackName><StackId>{STACK_ID}</StackId><LogicalResourceId>LoadBalancer</LogicalResourceId><PhysicalResourceId>{ALB}</PhysicalResourceId><ResourceType>AWS::ElasticLoadBalancingV2::LoadBalancer</ResourceType><LastUpdatedTimestamp>2026-01-01T00:00:00Z</LastUpdatedTimestamp><ResourceStatus>DELETE_FAILED</ResourceStatus></StackResourceDetail>"),
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(action("ModifyLoadBalancerAttributes"))
+            .and(body_string_contains("Value=false"))
+            .respond_with(elb_reply("ModifyLoadBalancerAttributes"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let stack = client(&server);
+        let state = stack.require_state().await.unwrap();
+        assert_eq!(
+            release(&stack, &state, &elb(&server)).await.unwrap(),
+            Released {
+                termination_protection: false,
+                load_balancer: true
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unprotected_stack_is_left_alone_and_a_vanished_load_balancer_is_no_obstacle() {
+        let server = MockServer::start().await;
+        reply(
+            &server,
+            "DescribeStacks",
+            ok("DescribeStacks", &protected_stack(false, false)),
+        )
+        .await;
+        Mock::given(method("POST"))
+            .and(action("UpdateTerminationProtection"))
+            .respond_with(ok("UpdateTerminationProtection", ""))
+            .expect(0)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(action("ModifyLoadBalancerAttributes"))
+            .respond_with(elb_reply("ModifyLoadBalancerAttributes"))
+            .expect(0)
+            .mount(&server)
+            .await;
+        let stack = client(&server);
+        let state = stack.require_state().await.unwrap();
+        let released = release(&stack, &state, &elb(&server)).await.unwrap();
+        assert_eq!(released, Released::default());
+
+        let gone = MockServer::start().await;
+        reply(
+            &gone,
+            "DescribeStacks",
+            ok("DescribeStacks", &protected_stack(false, true)),
+        )
+        .await;
+        reply(
+            &gone,
+            "ModifyLoadBalancerAttributes",
+            error(
+                400,
+                "LoadBalancerNotFound",
+                "One or more load balancers not found",
+            ),
+        )
+        .await;
+        let stack = client(&gone);
+        let state = stack.require_state().await.unwrap();
+        let released = release(&stack, &state, &elb(&gone)).await.unwrap();
+        assert_eq!(released, Released::default());
+    }
+}
+
+/// The preflight against EC2's query protocol: each way a real account's network can be
+/// wrong, with the exact message the user gets.
+mod preflight {
+    use wiremock::matchers::{body_string_contains, method};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use wheelhouse::deploy::preflight::{check, stack_name_problem};
+    use wheelhouse::deploy::settings::{example, Settings};
+
+    const NS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
+
+    fn ec2(server: &MockServer) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&super::sdk_config(server))
+    }
+
+    fn response(action: &str, body: &str) -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_string(format!(
+            "<{action}Response xmlns=\"{NS}\"><requestId>r</requestId>{body}</{action}Response>"
+        ))
+    }
+
+    /// Answers `action` (and, when given, only requests whose body holds `also`) with `body`;
+    /// a lower `priority` wins over the healthy network's answers.
+    async fn answer(server: &MockServer, action: &str, also: &str, body: &str, priority: u8) {
+        Mock::given(method("POST"))
+            .and(body_string_contains(format!("Action={action}&")))
+            .and(body_string_contains(also))
+            .respond_with(response(action, body))
+            .with_priority(priority)
+            .mount(server)
+            .await;
+    }
+
+    fn subnets(list: &[(&str, &str, &str)]) -> String {
+        let items: String = list
+            .iter()
+            .map(|(id, vpc, az)| {
+                format!("<item><subnetId>{id}</subnetId><vpcId>{vpc}</vpcId><availabilityZone>{az}</availabilityZone></item>")
+            })
+            .collect();
+        format!("<subnetSet>{items}</subnetSet>")
+    }
+
+    fn route_table(id: &str, subnets: &[&str], main: bool, default_route: &str) -> String {
+        let associations: String = subnets
+            .iter()
+            .map(|s| format!("<item><routeTableAssociationId>a-{s}</routeTableAssociationId><routeTableId>{id}</routeTableId><subnetId>{s}</subnetId><main>false</main></item>"))
+            .chain(main.then(|| format!("<item><routeTableAssociationId>a-main</routeTableAssociationId><routeTableId>{id}</routeTableId><main>true</main></item>")))
+            .collect();
+        format!("<item><routeTableId>{id}</routeTableId><vpcId>vpc-1</vpcId><routeSet><item><destinationCidrBlock>10.0.0.0/16</destinationCidrBlock><gatewayId>local</gatewayId><state>active</state></item>{default_route}</routeSet><associationSet>{associations}</associationSet></item>")
+    }
+
+    const TO_IGW: &str = "<item><destinationCidrBlock>0.0.0.0/0</destinationCidrBlock><gatewayId>igw-1</gatewayId><state>active</state></item>";
+    const TO_NAT: &str = "<item><destinationCidrBlock>0.0.0.0/0</destinationCidrBlock><natGatewayId>nat-1</natGatewayId><state>active</state></item>";
+
+    fn settings() -> Settings {
+        Settings {
+            asg_subnets: vec!["subnet-a1".into(), "subnet-a2".into()],
+            lb_subnets: vec!["subnet-b1".into(), "subnet-b2".into()],
+            vpc_id: Some("vpc-1".into()),
+            ..example()
+        }
+    }
+
+    /// A network as the appliance wants it: private subnets behind a NAT, public ones routed to
+    /// an internet gateway, one per zone, DNS on, the type offered everywhere.
+    async fn healthy_network() -> MockServer {
+        let server = MockServer::start().await;
+        answer(
+            &server,
+            "DescribeSubnets",
+            "",
+            &subnets(&[
+                ("subnet-a1", "vpc-1", "us-east-1a"),
+                ("subnet-a2", "vpc-1", "us-east-1b"),
+                ("subnet-b1", "vpc-1", "us-east-1a"),
+                ("subnet-b2", "vpc-1", "us-east-1b"),
+            ]),
+            5,
+        )
+        .await;
+        let tables = route_table("rtb-public", &["subnet-b1", "subnet-b2"], false, TO_IGW)
+            + &route_table("rtb-private", &["subnet-a1", "subnet-a2"], false, TO_NAT)
+            + &route_table("rtb-main", &[], true, "");
+        answer(
+            &server,
+            "DescribeRouteTables",
+            "",
+            &format!("<routeTableSet>{tables}</routeTableSet>"),
+            5,
+        )
+        .await;
+        answer(&server, "DescribeVpcEndpoints", "", "<vpcEndpointSet/>", 5).await;
+        for attribute in ["enableDnsSupport", "enableDnsHostnames"] {
+            answer(
+                &server,
+                "DescribeVpcAttribute",
+                &format!("Attribute={attribute}"),
+                &format!("<vpcId>vpc-1</vpcId><{attribute}><value>true</value></{attribute}>"),
+                5,
+            )
+            .await;
+        }
+        let offered: String = ["us-east-1a", "us-east-1b", "us-east-1c"]
+            .iter()
+            .map(|az| format!("<item><instanceType>t3.small</instanceType><locationType>availability-zone</locationType><location>{az}</location></item>"))
+            .collect();
+        answer(
+            &server,
+            "DescribeInstanceTypeOfferings",
+            "",
+            &format!("<instanceTypeOfferingSet>{offered}</instanceTypeOfferingSet>"),
+            5,
+        )
+        .await;
+        server
+    }
+
+    fn lines(problems: Vec<wheelhouse::deploy::preflight::Problem>) -> Vec<String> {
+        problems.iter().map(ToString::to_string).collect()
+    }
+
+    #[tokio::test]
+    async fn a_network_as_the_appliance_wants_it_passes() {
+        let server = healthy_network().await;
+        assert_eq!(
+            lines(check(&settings(), &ec2(&server)).await.unwrap()),
+            Vec::<String>::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn every_problem_of_a_wrong_network_is_named_at_once() {
+        let server = healthy_network().await;
+        // Both host subnets in one zone, one load balancer subnet missing, the other private.
+        answer(
+            &server,
+            "DescribeSubnets",
+            "",
+            &subnets(&[
+                ("subnet-a1", "vpc-1", "us-east-1a"),
+                ("subnet-a2", "vpc-1", "us-east-1a"),
+                ("subnet-b1", "vpc-1", "us-east-1c"),
+            ]),
+            1,
+        )
+        .await;
+        // No NAT, no endpoints; the load balancer subnet falls back to the main table (private).
+        let tables = route_table("rtb-private", &["subnet-a1", "subnet-a2"], false, "")
+            + &route_table("rtb-main", &[], true, "");
+        answer(
+            &server,
+            "DescribeRouteTables",
+            "",
+            &format!("<routeTableSet>{tables}</routeTableSet>"),
+            1,
+        )
+        .await;
+        answer(
+            &server,
+            "DescribeVpcAttribute",
+            "Attribute=enableDnsHostnames",
+            "<vpcId>vpc-1</vpcId><enableDnsHostnames><value>false</value></enableDnsHostnames>",
+            1,
+        )
+        .await;
+        answer(
+            &server,
+            "DescribeInstanceTypeOfferings",
+            "",
+            "<instanceTypeOfferingSet><item><instanceType>t3.small</instanceType><locationType>availability-zone</locationType><location>us-east-1c</location></item></instanceTypeOfferingSet>",
+            1,
+        )
+        .await;
+        let wrong = Settings {
+            vpc_id: Some("vpc-9".into()),
+            ..settings()
+        };
+        let endpoints = "com.amazonaws.us-east-1.ecr.api, com.amazonaws.us-east-1.ecr.dkr, com.amazonaws.us-east-1.ecs, com.amazonaws.us-east-1.ecs-agent, com.amazonaws.us-east-1.ecs-telemetry, com.amazonaws.us-east-1.logs, com.amazonaws.us-east-1.s3 (a gateway endpoint on the subnet's route table), com.amazonaws.us-east-1.secretsmanager";
+        assert_eq!(
+            lines(check(&wrong, &ec2(&server)).await.unwrap()),
+            [
+                "lb_subnets: subnet-b2 does not exist in us-east-1: check the id and the region".to_owned(),
+                "vpc_id: is vpc-9, but the subnets are in vpc-1: leave vpc_id out, or use that VPC's subnets".into(),
+                "asg_subnets: subnet-a1 and subnet-a2 are all in us-east-1a: EFS takes one mount target per Availability Zone, so the second fails (MountTargetConflict); keep one subnet per zone".into(),
+                "lb_subnets: every subnet is in us-east-1c: a load balancer needs subnets in at least two Availability Zones".into(),
+                "asg_subnets: no subnet of lb_subnets is in us-east-1a (the zone of subnet-a1 and subnet-a2): the load balancer would not send traffic to tasks there, and they would never pass its health check; add a subnet in us-east-1a to lb_subnets".into(),
+                "lb_subnets: subnet-b1 has no route to an internet gateway (0.0.0.0/0 via igw-...): an internet-facing load balancer cannot be reached in it; use public subnets".into(),
+                format!("asg_subnets: subnet-a1 reaches AWS neither through a NAT (0.0.0.0/0 via a NAT gateway) nor through VPC endpoints (missing, interface endpoints with private DNS: {endpoints}): the hosts could not pull the image, join the cluster or send logs, and would be replaced forever"),
+                format!("asg_subnets: subnet-a2 reaches AWS neither through a NAT (0.0.0.0/0 via a NAT gateway) nor through VPC endpoints (missing, interface endpoints with private DNS: {endpoints}): the hosts could not pull the image, join the cluster or send logs, and would be replaced forever"),
+                "asg_subnets: their VPC vpc-1 has enableDnsHostnames off: the hosts mount EFS by its DNS name; turn on DNS support and DNS hostnames in the VPC".into(),
+                "instance_type: t3.small is not offered in us-east-1a (the zone of subnet-a1 and subnet-a2): choose a type offered in every zone of asg_subnets, or other subnets".into(),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn vpc_endpoints_stand_in_for_a_nat_when_they_really_serve_the_hosts() {
+        let server = healthy_network().await;
+        let tables = route_table("rtb-public", &["subnet-b1", "subnet-b2"], false, TO_IGW)
+            + &route_table("rtb-main", &[], true, "");
+        answer(
+            &server,
+            "DescribeRouteTables",
+            "",
+            &format!("<routeTableSet>{tables}</routeTableSet>"),
+            1,
+        )
+        .await;
+        let endpoint = |service: &str, extra: &str| {
+            format!("<item><vpcEndpointId>vpce-{service}</vpcEndpointId><serviceName>com.amazonaws.us-east-1.{service}</serviceName><state>available</state>{extra}</item>")
+        };
+        let interfaces: String = [
+            "ecr.api",
+            "ecr.dkr",
+            "ecs",
+            "ecs-agent",
+            "ecs-telemetry",
+            "logs",
+            "secretsmanager",
+        ]
+        .iter()
+        .map(|service| endpoint(service, "<privateDnsEnabled>true</privateDnsEnabled>"))
+        .collect();
+        let image_here = Settings {
+            image_repository: "123456789012.dkr.ecr.us-east-1.amazonaws.com/wheelhouse".into(),
+            ..settings()
+        };
+        let message = |missing: &str| {
+            format!("asg_subnets: {{}} reaches AWS neither through a NAT (0.0.0.0/0 via a NAT gateway) nor through VPC endpoints (missing, interface endpoints with private DNS: {missing}): the hosts could not pull the image, join the cluster or send logs, and would be replaced forever")
+        };
+
+        // An S3 endpoint that is not on the hosts' route table serves them nothing.
+        let elsewhere = interfaces.clone()
+            + &endpoint(
+                "s3",
+                "<routeTableIdSet><item>rtb-public</item></routeTableIdSet>",
+            );
+        answer(
+            &server,
+            "DescribeVpcEndpoints",
+            "",
+            &format!("<vpcEndpointSet>{elsewhere}</vpcEndpointSet>"),
+            2,
+        )
+        .await;
+        let expected =
+            message("com.amazonaws.us-east-1.s3 (a gateway endpoint on the subnet's route table)");
+        assert_eq!(
+            lines(check(&image_here, &ec2(&server)).await.unwrap()),
+            [
+                expected.replace("{}", "subnet-a1"),
+                expected.replace("{}", "subnet-a2")
+            ]
+        );
+
+        // On the hosts' table, with private DNS on every interface endpoint: enough.
+        let serving = interfaces.clone()
+            + &endpoint(
+                "s3",
+                "<routeTableIdSet><item>rtb-main</item></routeTableIdSet>",
+            );
+        answer(
+            &server,
+            "DescribeVpcEndpoints",
+            "",
+            &format!("<vpcEndpointSet>{serving}</vpcEndpointSet>"),
+            1,
+        )
+        .await;
+        assert_eq!(
+            lines(check(&image_here, &ec2(&server)).await.unwrap()),
+            Vec::<String>::new()
+        );
+
+        // ... but not for an image in another region's registry.
+        let problems = lines(check(&settings(), &ec2(&server)).await.unwrap());
+        assert_eq!(
+            problems[0],
+            "image_repository: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/wheelhouse is not in this region's ECR, and subnet-a1 reaches AWS only through VPC endpoints: the hosts could not pull it; copy the image to ECR in us-east-1, or give the subnet a NAT"
+        );
+    }
+
+    #[tokio::test]
+    async fn public_hosts_go_out_through_the_internet_gateway_and_a_zone_takes_one_lb_subnet() {
+        let server = healthy_network().await;
+        let tables = route_table(
+            "rtb-public",
+            &["subnet-a1", "subnet-a2", "subnet-b1", "subnet-b2"],
+            false,
+            TO_IGW,
+        ) + &route_table("rtb-main", &[], true, "");
+        answer(
+            &server,
+            "DescribeRouteTables",
+            "",
+            &format!("<routeTableSet>{tables}</routeTableSet>"),
+            1,
+        )
+        .await;
+        // Hosts in public subnets without public addresses have no way out.
+        let expected = "reaches AWS neither through a NAT";
+        let problems = lines(check(&settings(), &ec2(&server)).await.unwrap());
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems.iter().all(|p| p.contains(expected)),
+            "{problems:?}"
+        );
+        // With public addresses, the internet gateway is their way out.
+        let public: String = [("subnet-a1", "us-east-1a"), ("subnet-a2", "us-east-1b"), ("subnet-b1", "us-east-1a"), ("subnet-b2", "us-east-1b")]
+            .iter()
+            .map(|(id, az)| format!("<item><subnetId>{id}</subnetId><vpcId>vpc-1</vpcId><availabilityZone>{az}</availabilityZone><mapPublicIpOnLaunch>true</mapPublicIpOnLaunch></item>"))
+            .collect();
+        answer(
+            &server,
+            "DescribeSubnets",
+            "",
+            &format!("<subnetSet>{public}</subnetSet>"),
+            1,
+        )
+        .await;
+        assert_eq!(
+            lines(check(&settings(), &ec2(&server)).await.unwrap()),
+            Vec::<String>::new()
+        );
+        // Two load balancer subnets in one zone are refused by ELB.
+        let same_zone = Settings {
+            lb_subnets: vec!["subnet-b1".into(), "subnet-a1".into(), "subnet-b2".into()],
+            ..settings()
+        };
+        assert_eq!(
+            lines(check(&same_zone, &ec2(&server)).await.unwrap()),
+            ["lb_subnets: subnet-b1 and subnet-a1 are all in us-east-1a: a load balancer takes one subnet per Availability Zone; keep one subnet per zone"]
+        );
+    }
+
+    #[tokio::test]
+    async fn subnets_of_two_vpcs_are_refused() {
+        let server = healthy_network().await;
+        answer(
+            &server,
+            "DescribeSubnets",
+            "",
+            &subnets(&[
+                ("subnet-a1", "vpc-1", "us-east-1a"),
+                ("subnet-a2", "vpc-1", "us-east-1b"),
+                ("subnet-b1", "vpc-2", "us-east-1a"),
+                ("subnet-b2", "vpc-2", "us-east-1b"),
+            ]),
+            1,
+        )
+        .await;
+        assert_eq!(
+            lines(check(&settings(), &ec2(&server)).await.unwrap()),
+            ["asg_subnets: every subnet (asg_subnets and lb_subnets) must be in one VPC: subnet-a1 in vpc-1, subnet-a2 in vpc-1, subnet-b1 in vpc-2, subnet-b2 in vpc-2"]
+        );
+    }
+
+    #[test]
+    fn stack_names_cloudformation_refuses_are_named() {
+        assert_eq!(stack_name_problem("prod"), None);
+        assert_eq!(stack_name_problem("ecs-index-2"), None);
+        for bad in ["2prod", "prod_1", "", &"a".repeat(129)] {
+            let problem = stack_name_problem(bad).expect(bad);
+            assert_eq!(
+                problem.to_string(),
+                format!("--stack: {bad:?} is not a CloudFormation stack name: a letter, then letters, digits and -, at most 128 characters")
+            );
+        }
     }
 }

@@ -57,7 +57,8 @@ fn preview_up_change_refresh_destroy() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("wheelhouse.e2e.toml");
     // No vpc_id or vpc_cidr: both are looked up from the subnets through EC2.
-    std::fs::write(&config, network.settings()).unwrap();
+    // Protected as production stacks are by default, so that `up` and `destroy` handle it.
+    std::fs::write(&config, network.settings() + "protection = true\n").unwrap();
     let deploy = Deploy {
         localstack: &localstack,
         config,
@@ -67,6 +68,24 @@ fn preview_up_change_refresh_destroy() {
     let bad = deploy.run(&["preview", "--set", "workers=99"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("workers = 99: must be 1-16"));
+
+    // The account and network, read-only, before any change set.
+    let check = deploy.ok(&["check"]);
+    assert!(check.contains("ready for `up`"), "{check}");
+    // A load balancer in the private subnets could never be reached: refused, naming them.
+    let private_lb = format!("lb_subnets={:?}", network.asg_subnets);
+    let refused = deploy.run(&["preview", "--set", &private_lb]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    for subnet in &network.asg_subnets {
+        assert!(
+            stderr.contains(&format!(
+                "lb_subnets: {subnet} has no route to an internet gateway"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
 
     let sizing = deploy.ok(&["sizing"]);
     assert!(
@@ -108,7 +127,7 @@ fn preview_up_change_refresh_destroy() {
 
     let up = console::strip_ansi_codes(&deploy.ok(&["up", "--yes"])).into_owned();
     assert!(
-        up.contains("Created the IAM role AWSServiceRoleForECS."),
+        up.contains("Created the IAM role AWSServiceRoleForECS;"),
         "{up}"
     );
     assert!(
@@ -116,6 +135,11 @@ fn preview_up_change_refresh_destroy() {
         "the role comes before the change set: {up}"
     );
     assert!(up.contains("Stack wheelhouse-e2e: CREATE_COMPLETE"), "{up}");
+    // A production stack is protected once it exists.
+    assert!(
+        up.contains("Termination protection of stack wheelhouse-e2e: on."),
+        "{up}"
+    );
     assert!(up.contains("Outputs:"), "{up}");
 
     let outputs: serde_json::Value =
@@ -206,6 +230,8 @@ print(json.dumps({{
     let up =
         console::strip_ansi_codes(&deploy.ok(&["up", "--yes", change[0], change[1]])).into_owned();
     assert!(up.contains("UPDATE_COMPLETE"), "{up}");
+    // Already protected: left as it is.
+    assert!(!up.contains("Termination protection"), "{up}");
     let outputs: serde_json::Value =
         serde_json::from_str(&deploy.ok(&["outputs", "--json", change[0], change[1]])).unwrap();
     assert_eq!(outputs["SizingWorkers"], "8", "{outputs}");
@@ -223,7 +249,23 @@ print(json.dumps({{
         "{stderr}"
     );
 
+    // Protection lowered through the settings: `up` turns the stack's off. (`destroy` on a
+    // protected stack also turns off the load balancer's, through ELBv2, which LocalStack
+    // does not emulate: that path is tested against wiremock in `tests/deploy_aws.rs`.)
+    let lowered = deploy.ok(&[
+        "up",
+        "--yes",
+        change[0],
+        change[1],
+        "--set",
+        "protection=false",
+    ]);
+    assert!(
+        lowered.contains("Termination protection of stack wheelhouse-e2e: off."),
+        "{lowered}"
+    );
     let destroy = deploy.ok(&["destroy", "--yes"]);
+    assert!(!destroy.contains("Turned off"), "{destroy}");
     assert!(
         destroy.contains("Stack wheelhouse-e2e destroyed."),
         "{destroy}"

@@ -48,6 +48,22 @@ fn provisioned() -> Settings {
         alarm_topic_arns: vec!["arn:aws:sns:eu-west-1:123456789012:pager".into()],
         secret_readers: vec!["arn:aws:iam::123456789012:role/deployer".into()],
         instance_policy_arns: vec!["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore".into()],
+        instance_policy_statements: vec![serde_json::json!({
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": "arn:aws:s3:::acme-host-config/*",
+        })],
+        host_files: vec![wheelhouse::deploy::settings::HostFile {
+            path: "/etc/acme/agent.conf".into(),
+            content:
+                "endpoint = \"https://acme.example\"\nkey = ${NOT_A_TEMPLATE_REF}\n'quoted'\nEOF\n"
+                    .into(),
+            mode: "0600".into(),
+        }],
+        host_commands: vec![
+            "systemctl enable --now amazon-ssm-agent".into(),
+            "echo \"${HOSTNAME}\" > /etc/acme/host".into(),
+        ],
         allowed_cidrs: vec!["203.0.113.0/24".into(), "2001:db8::/32".into()],
         ..example()
     }
@@ -500,10 +516,19 @@ fn after_a_reboot_the_tasks_wait_for_the_volume_and_fail_health_without_it() {
     let script = data["UserData"]["Fn::Base64"]["Fn::Sub"].as_str().unwrap();
     // Docker and the agent are held by systemd until the fstab mount is up, on every boot
     // (the script itself runs on the first only).
-    assert!(script.contains("for unit in docker ecs; do"), "{script}");
     assert!(
-        script.contains("RequiresMountsFor=/mnt/wheelhouse")
-            && script.contains("/etc/systemd/system/$unit.service.d/"),
+        script.contains("for unit in docker.service ecs.service; do"),
+        "{script}"
+    );
+    assert!(
+        script.contains("RequiresMountsFor=/mnt/wheelhouse/packages")
+            && script.contains("/etc/systemd/system/$unit.d/"),
+        "{script}"
+    );
+    // A mount that fails at boot powers the host off, so the group replaces it.
+    assert!(
+        script.contains("/etc/systemd/system/mnt-wheelhouse-packages.mount.d/")
+            && script.contains("OnFailure=poweroff.target"),
         "{script}"
     );
     assert!(script.find("systemctl daemon-reload").unwrap() < script.find("ECS_CLUSTER").unwrap());
@@ -779,6 +804,7 @@ fn names_that_must_be_unique_come_from_the_stack_name() {
     assert!(by_stack(
         &only(&t, "AWS::CloudWatch::Dashboard")["DashboardName"]
     ));
+    assert!(by_stack(&only(&t, "AWS::Logs::LogGroup")["LogGroupName"]));
     let alarms = of_type(&t, "AWS::CloudWatch::Alarm");
     assert!(!alarms.is_empty());
     for (id, alarm) in alarms {
@@ -788,18 +814,12 @@ fn names_that_must_be_unique_come_from_the_stack_name() {
             alarm["AlarmName"]
         );
     }
-    // A capacity provider's name may not start with aws, ecs or fargate, as a stack's may.
-    let provider = &only(&t, "AWS::ECS::CapacityProvider")["Name"]["Fn::Sub"];
-    let name = provider
-        .as_str()
-        .unwrap()
-        .replace("${AWS::StackName}", "ecs-index");
-    assert!(
-        !["aws", "ecs", "fargate"]
-            .iter()
-            .any(|p| name.to_lowercase().starts_with(p)),
-        "{name}"
-    );
+    // A capacity provider's name may not start with aws, ecs or fargate, as a stack's may,
+    // and holds the stack id's head (a deleted provider's name may stay taken a while).
+    let parts = &only(&t, "AWS::ECS::CapacityProvider")["Name"]["Fn::Join"][1];
+    assert_eq!(parts[0], "hosts");
+    assert_eq!(parts[1], serde_json::json!({ "Ref": "AWS::StackName" }));
+    assert!(parts[2].to_string().contains("AWS::StackId"), "{parts}");
 }
 
 #[test]
@@ -838,4 +858,123 @@ fn hosts_reach_the_packages_only_through_an_access_point_as_the_server_user() {
     // The task's user is the access point's.
     let task = only(&t, "AWS::ECS::TaskDefinition");
     assert_eq!(task["ContainerDefinitions"][0]["User"], "10001:10001");
+}
+
+#[test]
+fn host_files_commands_statements_and_ami_come_from_the_settings() {
+    let settings = provisioned();
+    let t = template(&settings);
+    let data = &only(&t, "AWS::EC2::LaunchTemplate")["LaunchTemplateData"];
+    let script = data["UserData"]["Fn::Base64"]["Fn::Sub"].as_str().unwrap();
+    // The file's bytes arrive intact whatever they hold (quotes, a here-document's end,
+    // `${` that Fn::Sub must not read).
+    let line = script
+        .lines()
+        .find(|l| l.starts_with("echo '") && l.ends_with("/etc/acme/agent.conf'"))
+        .expect("the file is written");
+    use base64::Engine;
+    let encoded = line.split('\'').nth(1).unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(decoded).unwrap(),
+        settings.host_files[0].content
+    );
+    assert!(
+        script.contains("chmod 0600 '/etc/acme/agent.conf'"),
+        "{script}"
+    );
+    // Commands run in order, after the mount and before the host joins the cluster; `${` is
+    // escaped for Fn::Sub.
+    let first = script
+        .find("systemctl enable --now amazon-ssm-agent")
+        .unwrap();
+    let second = script
+        .find("echo \"${!HOSTNAME}\" > /etc/acme/host")
+        .unwrap();
+    assert!(script.find("mountpoint -q").unwrap() < first);
+    assert!(first < second && second < script.find("ECS_CLUSTER").unwrap());
+    // The statements go to the instance role, in a policy of their own.
+    let role = &resources(&t)["InstanceRole"]["Properties"];
+    assert_eq!(role["Policies"][1]["PolicyName"], "from-settings");
+    assert_eq!(
+        role["Policies"][1]["PolicyDocument"]["Statement"][0],
+        settings.instance_policy_statements[0]
+    );
+    // An AMI of one's own replaces the SSM parameter.
+    let own = template(&Settings {
+        ami_id: Some("ami-0123456789abcdef0".into()),
+        ..example()
+    });
+    let image = &only(&own, "AWS::EC2::LaunchTemplate")["LaunchTemplateData"]["ImageId"];
+    assert_eq!(image, "ami-0123456789abcdef0");
+}
+
+#[test]
+fn production_is_protected_from_deletion_unless_the_settings_say_otherwise() {
+    let attribute = |settings: &Settings| {
+        let t = template(settings);
+        let lb = only(&t, "AWS::ElasticLoadBalancingV2::LoadBalancer");
+        let value = lb["LoadBalancerAttributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["Key"] == "deletion_protection.enabled")
+            .expect("the attribute is always set")["Value"]
+            .clone();
+        assert_eq!(t["Outputs"]["Protected"]["Value"], value);
+        value
+    };
+    assert_eq!(attribute(&example()), "true");
+    let staging = Settings {
+        environment: "staging".into(),
+        ..example()
+    };
+    assert_eq!(attribute(&staging), "false");
+    let protected_staging = Settings {
+        protection: Some(true),
+        ..staging
+    };
+    assert_eq!(attribute(&protected_staging), "true");
+    let unprotected = Settings {
+        protection: Some(false),
+        ..example()
+    };
+    assert_eq!(attribute(&unprotected), "false");
+}
+
+#[test]
+fn the_largest_host_extras_the_settings_accept_fit_in_ec2_user_data() {
+    let mut settings = provisioned();
+    // Grow the file until one more kilobyte would be refused.
+    let mut size = 1024;
+    loop {
+        settings.host_files[0].content = "x".repeat(size + 1024);
+        if settings.validate().is_err() {
+            break;
+        }
+        size += 1024;
+    }
+    settings.host_files[0].content = "x".repeat(size);
+    settings.validate().expect("the last size that passed");
+    let t = template(&settings);
+    let script = only(&t, "AWS::EC2::LaunchTemplate")["LaunchTemplateData"]["UserData"]
+        ["Fn::Base64"]["Fn::Sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // References resolve to ids shorter than 256 bytes in all.
+    assert!(
+        script.len() + 256 <= 16 * 1024,
+        "{} bytes of user data",
+        script.len()
+    );
+    // And the whole template still goes to CloudFormation inline.
+    let body = appliance(&settings, &settings.sizing(), &network()).to_compact_json();
+    assert!(
+        body.len() <= wheelhouse::deploy::template::TEMPLATE_BODY_MAX,
+        "{} bytes of template",
+        body.len()
+    );
 }

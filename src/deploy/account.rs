@@ -44,3 +44,19 @@ pub async fn create_ecs_role(iam: &aws_sdk_iam::Client) -> Result<(), DeployErro
         )(err)),
     }
 }
+
+/// How long a role just created is given before ECS is asked to use it: IAM is eventually
+/// consistent, and a cluster created right after the role can fail to assume it.
+const ROLE_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until a role just created is visible (at most a minute), then lets it settle.
+pub async fn await_ecs_role(iam: &aws_sdk_iam::Client) -> Result<(), DeployError> {
+    for _ in 0..30 {
+        if has_ecs_role(iam).await? {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    tokio::time::sleep(ROLE_SETTLE).await;
+    Ok(())
+}

@@ -8,11 +8,13 @@ use clap::{Args, Parser, Subcommand};
 
 use super::account;
 use super::aws::{sdk_config, AwsOptions};
+use super::preflight::{self, Problem};
+use super::protection;
 use super::render;
 use super::settings::{self, Settings};
 use super::sizing;
 use super::stack::{is_success, DeployError, StackClient, StackEvent};
-use super::template::appliance;
+use super::template::{appliance, TEMPLATE_BODY_MAX};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +61,9 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DeployCommand {
+    /// Check the settings, the account and the network (read-only), as `preview` and `up`
+    /// do first; exit 2 naming every problem.
+    Check,
     /// Show what `up` would change, as a diff of resources.
     Preview,
     /// Preview, confirm, apply, and follow the stack until it settles.
@@ -113,6 +118,8 @@ enum Failure {
     Deploy(#[from] DeployError),
     #[error("{0}")]
     Other(String),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Preflight(Vec<Problem>),
 }
 
 impl GlobalArgs {
@@ -140,6 +147,16 @@ pub async fn run(cli: DeployCli) -> ExitCode {
             eprintln!("wheelhouse-deploy: {err}");
             ExitCode::from(2)
         }
+        Err(Failure::Preflight(problems)) => {
+            for problem in &problems {
+                eprintln!("wheelhouse-deploy: {problem}");
+            }
+            eprintln!(
+                "wheelhouse-deploy: {} problem(s) found before any change: nothing was changed",
+                problems.len()
+            );
+            ExitCode::from(2)
+        }
         Err(err) => {
             eprintln!("wheelhouse-deploy: error: {err}");
             ExitCode::FAILURE
@@ -164,11 +181,20 @@ async fn dispatch(cli: &DeployCli) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        DeployCommand::Check => {
+            let settings = Settings::load(&global.settings_path(), &global.overrides)?;
+            preflight(global, &settings).await?;
+            println!(
+                "Stack {}: settings, account and network are ready for `up`.",
+                global.stack
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         DeployCommand::Preview => {
-            let template = build_template(global).await?;
-            if !account::has_ecs_role(&iam_client(global).await).await? {
-                println!("{}", render::ecs_role_to_create());
-            }
+            let settings = Settings::load(&global.settings_path(), &global.overrides)?;
+            preflight(global, &settings).await?;
+            let template = template_body(global, &settings).await?;
+            ecs_role(global, false).await?;
             let stack = stack_client(global).await;
             let preview = stack.preview(&template).await?;
             print!("{}", render::diff(stack.name(), &preview));
@@ -232,6 +258,39 @@ fn sizing_table(
 
 async fn build_template(global: &GlobalArgs) -> Result<String, Failure> {
     let settings = Settings::load(&global.settings_path(), &global.overrides)?;
+    Ok(template_of(global, &settings).await?.to_json())
+}
+
+/// The template as it is sent to CloudFormation, refused here if too large to be sent.
+async fn template_body(global: &GlobalArgs, settings: &Settings) -> Result<String, Failure> {
+    let body = template_of(global, settings).await?.to_compact_json();
+    if body.len() > TEMPLATE_BODY_MAX {
+        return Err(Failure::Other(format!(
+            "the template is {} bytes, more than the {TEMPLATE_BODY_MAX} CloudFormation takes inline: shorten host_files, host_commands or instance_policy_statements",
+            body.len()
+        )));
+    }
+    Ok(body)
+}
+
+/// The checks of the account and network that must pass before any change set.
+async fn preflight(global: &GlobalArgs, settings: &Settings) -> Result<(), Failure> {
+    let mut problems: Vec<Problem> = preflight::stack_name_problem(&global.stack)
+        .into_iter()
+        .collect();
+    let config = sdk_config(&global.aws()).await;
+    problems.extend(preflight::check(settings, &aws_sdk_ec2::Client::new(&config)).await?);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Preflight(problems))
+    }
+}
+
+async fn template_of(
+    global: &GlobalArgs,
+    settings: &Settings,
+) -> Result<super::template::Template, Failure> {
     let network = if let (Some(vpc_id), Some(vpc_cidr)) = (&settings.vpc_id, &settings.vpc_cidr) {
         super::template::Network {
             vpc_id: vpc_id.clone(),
@@ -239,13 +298,38 @@ async fn build_template(global: &GlobalArgs) -> Result<String, Failure> {
         }
     } else {
         let config = sdk_config(&global.aws()).await;
-        super::network::resolve(&settings, &aws_sdk_ec2::Client::new(&config)).await?
+        super::network::resolve(settings, &aws_sdk_ec2::Client::new(&config)).await?
     };
-    Ok(appliance(&settings, &settings.sizing(), &network).to_json())
+    Ok(appliance(settings, &settings.sizing(), &network))
 }
 
-async fn iam_client(global: &GlobalArgs) -> aws_sdk_iam::Client {
-    aws_sdk_iam::Client::new(&sdk_config(&global.aws()).await)
+/// Says whether the account lacks the ECS service-linked role, and with `create`, creates it
+/// and waits until ECS can use it. A deployer who may not read roles is warned, not stopped.
+async fn ecs_role(global: &GlobalArgs, create: bool) -> Result<(), Failure> {
+    let iam = aws_sdk_iam::Client::new(&sdk_config(&global.aws()).await);
+    match account::has_ecs_role(&iam).await {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            println!("{}", render::ecs_role_to_create());
+            if create {
+                account::create_ecs_role(&iam).await?;
+                println!(
+                    "Created the IAM role {}; waiting for IAM to make it usable.",
+                    account::ECS_ROLE
+                );
+                account::await_ecs_role(&iam).await?;
+            }
+            Ok(())
+        }
+        Err(DeployError::Aws { code, .. }) if code == "AccessDenied" => {
+            eprintln!(
+                "warning: iam:GetRole is denied, so whether this account has the role {} cannot be told; if the account has never used ECS, the first create fails without it: create it with `aws iam create-service-linked-role --aws-service-name ecs.amazonaws.com`",
+                account::ECS_ROLE
+            );
+            Ok(())
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 async fn stack_client(global: &GlobalArgs) -> StackClient {
@@ -304,17 +388,24 @@ async fn follow(
 }
 
 async fn up(global: &GlobalArgs, yes: bool) -> Result<ExitCode, Failure> {
-    let template = build_template(global).await?;
+    let settings = Settings::load(&global.settings_path(), &global.overrides)?;
+    preflight(global, &settings).await?;
+    let template = template_body(global, &settings).await?;
     let stack = stack_client(global).await;
     if let Some(state) = stack.state().await? {
-        if state.status == "ROLLBACK_COMPLETE" {
+        // ROLLBACK_FAILED: the first create failed and its rollback could not delete
+        // everything (a load balancer with deletion protection, say).
+        if state.status == "ROLLBACK_COMPLETE" || state.status == "ROLLBACK_FAILED" {
             eprintln!(
-                "Stack {} is in ROLLBACK_COMPLETE: its first deploy failed and it can only be deleted.",
-                stack.name()
+                "Stack {} is in {}: its first deploy failed and it can only be deleted.",
+                stack.name(),
+                state.status
             );
             if !yes && !confirm("Delete it and create it again?")? {
                 return Ok(ExitCode::FAILURE);
             }
+            let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk_config(&global.aws()).await);
+            protection::release(&stack, &state, &elb).await?;
             let since = stack.latest_event_time().await?;
             stack.delete().await?;
             match follow(&stack, since).await? {
@@ -331,16 +422,12 @@ async fn up(global: &GlobalArgs, yes: bool) -> Result<ExitCode, Failure> {
         }
     }
     // Before the change set: the cluster and capacity provider cannot be created without it.
-    let iam = iam_client(global).await;
-    if !account::has_ecs_role(&iam).await? {
-        println!("{}", render::ecs_role_to_create());
-        account::create_ecs_role(&iam).await?;
-        println!("Created the IAM role {}.", account::ECS_ROLE);
-    }
+    ecs_role(global, true).await?;
     let preview = stack.preview(&template).await?;
     print!("{}", render::diff(stack.name(), &preview));
     if preview.change_set_id.is_none() {
         if let Some(state) = stack.state().await? {
+            protect_as_set(&stack, &state, settings.protected()).await?;
             print!("\nOutputs:\n{}", render::outputs_table(&state));
         }
         return Ok(ExitCode::SUCCESS);
@@ -361,6 +448,7 @@ async fn up(global: &GlobalArgs, yes: bool) -> Result<ExitCode, Failure> {
     })?;
     if is_success(&state.status) {
         println!("\nStack {}: {}", stack.name(), state.status);
+        protect_as_set(&stack, &state, settings.protected()).await?;
         print!("\nOutputs:\n{}", render::outputs_table(&state));
         Ok(ExitCode::SUCCESS)
     } else {
@@ -380,12 +468,25 @@ async fn up(global: &GlobalArgs, yes: bool) -> Result<ExitCode, Failure> {
     }
 }
 
+/// Makes the stack's termination protection what the settings say, and says so if it moved.
+async fn protect_as_set(
+    stack: &StackClient,
+    state: &super::stack::StackState,
+    wanted: bool,
+) -> Result<(), Failure> {
+    if protection::sync_termination_protection(stack, state, wanted).await? {
+        let now = if wanted { "on" } else { "off" };
+        println!("Termination protection of stack {}: {now}.", stack.name());
+    }
+    Ok(())
+}
+
 async fn destroy(global: &GlobalArgs, yes: bool) -> Result<ExitCode, Failure> {
     let stack = stack_client(global).await;
-    if stack.state().await?.is_none() {
+    let Some(state) = stack.state().await? else {
         println!("Stack {} does not exist: nothing to destroy.", stack.name());
         return Ok(ExitCode::SUCCESS);
-    }
+    };
     if !yes
         && !confirm(&format!(
             "Destroy stack {}? (the EFS file system holding the packages is kept)",
@@ -394,6 +495,17 @@ async fn destroy(global: &GlobalArgs, yes: bool) -> Result<ExitCode, Failure> {
     {
         eprintln!("Cancelled: nothing was deleted.");
         return Ok(ExitCode::FAILURE);
+    }
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk_config(&global.aws()).await);
+    let released = protection::release(&stack, &state, &elb).await?;
+    if released.termination_protection {
+        println!(
+            "Turned off the termination protection of stack {}.",
+            stack.name()
+        );
+    }
+    if released.load_balancer {
+        println!("Turned off the deletion protection of its load balancer.");
     }
     let since = stack.latest_event_time().await?;
     stack.delete().await?;

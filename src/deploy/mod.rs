@@ -6,6 +6,8 @@
 //! - [`sizing`]: tasks per instance and task sizes, the seed's formulas.
 //! - [`template`]: the stack's template from typed values.
 //! - [`stack`]: CloudFormation operations (change sets, events, drift), nothing printed.
+//! - [`preflight`]: the account and network checked before any change set.
+//! - [`protection`]: termination and deletion protection, on and off.
 //! - [`render`]: diffs, events, outputs and drift as text.
 //! - [`cli`]: the commands.
 
@@ -13,6 +15,8 @@ pub mod account;
 pub mod aws;
 pub mod cli;
 pub mod network;
+pub mod preflight;
+pub mod protection;
 pub mod render;
 pub mod settings;
 pub mod sizing;

@@ -67,6 +67,28 @@ impl IaTransition {
     }
 }
 
+/// Bytes of `host_files` and `host_commands` the boot script can take: EC2 takes 16 KiB of
+/// user data (before base64), and the appliance's own script needs about 2.5 KiB of it.
+const HOST_EXTRAS_MAX_BYTES: usize = 12 * 1024;
+
+/// A file the hosts write at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFile {
+    /// Absolute path on the host.
+    pub path: String,
+    pub content: String,
+    /// Octal permissions, e.g. "0644" (the default).
+    #[serde(default = "HostFile::default_mode")]
+    pub mode: String,
+}
+
+impl HostFile {
+    fn default_mode() -> String {
+        "0644".into()
+    }
+}
+
 /// Everything a stack is made from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -127,10 +149,23 @@ pub struct Settings {
     pub secret_readers: Vec<String>,
     /// Managed policies added to the instance role.
     pub instance_policy_arns: Vec<String>,
+    /// Inline IAM statements added to the instance role (each with Effect, Action, Resource).
+    pub instance_policy_statements: Vec<serde_json::Value>,
+    /// An AMI for the hosts instead of the latest ECS-optimized Amazon Linux 2023 (which must
+    /// still run the ECS agent and Docker).
+    pub ami_id: Option<String>,
+    /// Files the hosts write at boot, before `host_commands`.
+    pub host_files: Vec<HostFile>,
+    /// Shell commands the hosts run at boot, once the volume is mounted and before they join
+    /// the cluster. One that fails stops the set-up: the host powers off and is replaced.
+    pub host_commands: Vec<String>,
     /// Who may reach the load balancer.
     pub allowed_cidrs: Vec<String>,
     /// CloudWatch Logs retention of the server's log group.
     pub log_retention_days: u32,
+    /// Stack termination protection and load balancer deletion protection; default on when
+    /// `environment = "production"`. `destroy` turns both off after its confirmation.
+    pub protection: Option<bool>,
 }
 
 impl Default for Settings {
@@ -170,6 +205,11 @@ impl Default for Settings {
             image_tag: "latest".into(),
             secret_readers: Vec::new(),
             instance_policy_arns: Vec::new(),
+            instance_policy_statements: Vec::new(),
+            ami_id: None,
+            host_files: Vec::new(),
+            host_commands: Vec::new(),
+            protection: None,
             allowed_cidrs: vec!["0.0.0.0/0".into()],
             log_retention_days: 30,
         }
@@ -250,6 +290,11 @@ impl Settings {
             (Some(vcpus), Some(memory_mib)) => Some(InstanceSpec { vcpus, memory_mib }),
             _ => sizing::instance_spec(&self.instance_type),
         }
+    }
+
+    /// Whether the stack and its load balancer are protected from deletion.
+    pub fn protected(&self) -> bool {
+        self.protection.unwrap_or(self.environment == "production")
     }
 
     pub fn asg_min(&self) -> u32 {
@@ -691,6 +736,49 @@ impl Settings {
                 );
             }
         }
+        for statement in &self.instance_policy_statements {
+            if let Some(reason) = policy_statement_error(statement) {
+                fail("instance_policy_statements", statement.to_string(), reason);
+            }
+        }
+        if let Some(ami) = &self.ami_id {
+            if !is_ami_id(ami) {
+                fail(
+                    "ami_id",
+                    quoted(ami),
+                    "not an AMI id (ami- and 8 or 17 hexadecimal digits)",
+                );
+            }
+        }
+        for file in &self.host_files {
+            if let Some(reason) = host_file_error(file) {
+                fail("host_files", quoted(&file.path), &reason);
+            }
+        }
+        let extra_bytes: usize = self
+            .host_files
+            .iter()
+            .map(|f| f.content.len().div_ceil(3) * 4 + 2 * f.path.len() + 64)
+            .chain(self.host_commands.iter().map(|c| c.len() + 1))
+            .sum();
+        if extra_bytes > HOST_EXTRAS_MAX_BYTES {
+            fail(
+                "host_files",
+                format!("{} file(s) and {} command(s)", self.host_files.len(), self.host_commands.len()),
+                &format!(
+                    "take about {extra_bytes} bytes of the hosts' boot script, more than the {HOST_EXTRAS_MAX_BYTES} that fit beside the appliance's own in the 16 KiB of user data EC2 takes (file contents count a third more, base64-encoded): fetch large files from S3 in a command instead"
+                ),
+            );
+        }
+        for command in &self.host_commands {
+            if command.trim().is_empty() || command.contains('\0') {
+                fail(
+                    "host_commands",
+                    quoted(command),
+                    "a command must be non-empty text",
+                );
+            }
+        }
         if self.allowed_cidrs.is_empty() {
             fail(
                 "allowed_cidrs",
@@ -850,6 +938,56 @@ fn backup_schedule_error(raw: &str) -> Option<String> {
     if (day_of_month == "?") == (day_of_week == "?") {
         return Some(format!(
             "exactly one of day-of-month ({day_of_month:?}) and day-of-week ({day_of_week:?}) must be ?"
+        ));
+    }
+    None
+}
+
+/// What IAM would refuse in an inline statement, roughly: it must be an object with an
+/// `Effect` of Allow or Deny, an `Action` (or `NotAction`) and a `Resource` (or `NotResource`).
+fn policy_statement_error(statement: &serde_json::Value) -> Option<&'static str> {
+    let Some(fields) = statement.as_object() else {
+        return Some("a statement is a table with Effect, Action and Resource");
+    };
+    if !matches!(
+        fields.get("Effect").and_then(|e| e.as_str()),
+        Some("Allow" | "Deny")
+    ) {
+        return Some("Effect must be \"Allow\" or \"Deny\"");
+    }
+    if !fields.contains_key("Action") && !fields.contains_key("NotAction") {
+        return Some("a statement needs Action (or NotAction)");
+    }
+    if !fields.contains_key("Resource") && !fields.contains_key("NotResource") {
+        return Some("a statement needs Resource (or NotResource)");
+    }
+    None
+}
+
+fn is_ami_id(raw: &str) -> bool {
+    raw.strip_prefix("ami-").is_some_and(|hex| {
+        matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// What is wrong with a host file, if anything. The path goes into the boot script quoted,
+/// so it is kept to characters that need no quoting at all.
+fn host_file_error(file: &HostFile) -> Option<String> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"/._-+@".contains(&b);
+    if !file.path.starts_with('/') || file.path.ends_with('/') || !file.path.bytes().all(plain) {
+        return Some(
+            "the path must be absolute and made of letters, digits and / . _ - + @".into(),
+        );
+    }
+    if file.path.split('/').any(|part| part == "..") {
+        return Some("the path may not contain ..".into());
+    }
+    let mode_ok =
+        matches!(file.mode.len(), 3 | 4) && file.mode.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    if !mode_ok {
+        return Some(format!(
+            "mode {:?} is not octal permissions like \"0644\"",
+            file.mode
         ));
     }
     None
@@ -1300,5 +1438,100 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("wheelhouse.test.toml"));
+    }
+
+    #[test]
+    fn host_extras_are_read_from_the_file_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wheelhouse.test.toml");
+        let keys = r#"
+ami_id = "ami-0123456789abcdef0"
+host_commands = ["systemctl enable --now amazon-ssm-agent"]
+"#;
+        let tables = r#"
+[[host_files]]
+path = "/etc/acme/agent.conf"
+content = "key = 1\n"
+
+[[instance_policy_statements]]
+Effect = "Allow"
+Action = ["s3:GetObject"]
+Resource = "arn:aws:s3:::acme/*"
+"#;
+        // The example's own (empty) values of these keys make way for the ones above.
+        let base: String = toml::to_string(&example())
+            .unwrap()
+            .lines()
+            .filter(|line| {
+                !["ami_id", "host_", "instance_policy_statements"]
+                    .iter()
+                    .any(|key| line.starts_with(key))
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        std::fs::write(&path, format!("{keys}\n{base}\n{tables}")).unwrap();
+        let loaded = Settings::load(&path, &[]).unwrap();
+        assert_eq!(loaded.ami_id.as_deref(), Some("ami-0123456789abcdef0"));
+        assert_eq!(loaded.host_files[0].mode, "0644");
+        assert_eq!(
+            loaded.instance_policy_statements[0]["Action"][0],
+            "s3:GetObject"
+        );
+
+        assert_eq!(
+            error_of(|s| s.ami_id = Some("ami-xyz".into())),
+            "ami_id = \"ami-xyz\": not an AMI id (ami- and 8 or 17 hexadecimal digits)"
+        );
+        let file = |path: &str, mode: &str| HostFile {
+            path: path.into(),
+            content: String::new(),
+            mode: mode.into(),
+        };
+        assert_eq!(
+            error_of(|s| s.host_files = vec![file("etc/x", "0644")]),
+            "host_files = \"etc/x\": the path must be absolute and made of letters, digits and / . _ - + @"
+        );
+        assert_eq!(
+            error_of(|s| s.host_files = vec![file("/etc/x'; rm -rf /", "0644")]),
+            "host_files = \"/etc/x'; rm -rf /\": the path must be absolute and made of letters, digits and / . _ - + @"
+        );
+        assert_eq!(
+            error_of(|s| s.host_files = vec![file("/etc/../root/x", "0644")]),
+            "host_files = \"/etc/../root/x\": the path may not contain .."
+        );
+        assert_eq!(
+            error_of(|s| s.host_files = vec![file("/etc/x", "0999")]),
+            "host_files = \"/etc/x\": mode \"0999\" is not octal permissions like \"0644\""
+        );
+        assert_eq!(
+            error_of(|s| s.host_commands = vec!["  ".into()]),
+            "host_commands = \"  \": a command must be non-empty text"
+        );
+        assert_eq!(
+            error_of(|s| s.instance_policy_statements = vec![serde_json::json!({"Effect": "Allow", "Action": "s3:*"})]),
+            "instance_policy_statements = {\"Action\":\"s3:*\",\"Effect\":\"Allow\"}: a statement needs Resource (or NotResource)"
+        );
+        assert_eq!(
+            error_of(|s| s.instance_policy_statements = vec![serde_json::json!({"Effect": "Permit", "Action": "s3:*", "Resource": "*"})]),
+            "instance_policy_statements = {\"Action\":\"s3:*\",\"Effect\":\"Permit\",\"Resource\":\"*\"}: Effect must be \"Allow\" or \"Deny\""
+        );
+    }
+
+    #[test]
+    fn host_extras_that_overflow_the_user_data_are_refused() {
+        let big = HostFile {
+            path: "/etc/big".into(),
+            content: "x".repeat(10_000),
+            mode: "0644".into(),
+        };
+        assert!(error_of(|s| s.host_files = vec![big.clone()]).starts_with(
+            "host_files = 1 file(s) and 0 command(s): take about 13416 bytes of the hosts' boot script"
+        ));
+        let mut fits = example();
+        fits.host_files = vec![HostFile {
+            content: "x".repeat(8_000),
+            ..big
+        }];
+        assert!(fits.validate().is_ok());
     }
 }

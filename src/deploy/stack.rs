@@ -69,6 +69,7 @@ fn is_missing_stack(err: &impl ProvideErrorMetadata) -> bool {
 pub struct StackState {
     pub status: String,
     pub reason: Option<String>,
+    pub termination_protection: bool,
     /// (key, value, description), in the order CloudFormation gives them.
     pub outputs: Vec<(String, String, Option<String>)>,
 }
@@ -211,6 +212,7 @@ impl StackClient {
                 .map(|s| s.as_str().to_owned())
                 .unwrap_or_default(),
             reason: stack.stack_status_reason().map(str::to_owned),
+            termination_protection: stack.enable_termination_protection().unwrap_or(false),
             outputs: stack
                 .outputs()
                 .iter()
@@ -237,7 +239,9 @@ impl StackClient {
         let creates_stack = match self.state().await? {
             None => true,
             Some(state) if state.status == "REVIEW_IN_PROGRESS" => true,
-            Some(state) if state.status == "ROLLBACK_COMPLETE" => {
+            Some(state)
+                if state.status == "ROLLBACK_COMPLETE" || state.status == "ROLLBACK_FAILED" =>
+            {
                 return Err(DeployError::NeedsRecreate {
                     stack: self.name.clone(),
                     status: state.status,
@@ -376,6 +380,38 @@ impl StackClient {
             .send()
             .await
             .map_err(aws_error("ExecuteChangeSet"))?;
+        Ok(())
+    }
+
+    /// The physical id of the stack's resource `logical_id`, if it exists.
+    pub async fn physical_id(&self, logical_id: &str) -> Result<Option<String>, DeployError> {
+        match self
+            .cfn
+            .describe_stack_resource()
+            .stack_name(&self.name)
+            .logical_resource_id(logical_id)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(output
+                .stack_resource_detail()
+                .and_then(|r| r.physical_resource_id())
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)),
+            Err(err) if err.code() == Some("ValidationError") => Ok(None),
+            Err(err) => Err(aws_error("DescribeStackResource")(err)),
+        }
+    }
+
+    /// Turns the stack's termination protection on or off.
+    pub async fn set_termination_protection(&self, on: bool) -> Result<(), DeployError> {
+        self.cfn
+            .update_termination_protection()
+            .stack_name(&self.name)
+            .enable_termination_protection(on)
+            .send()
+            .await
+            .map_err(aws_error("UpdateTerminationProtection"))?;
         Ok(())
     }
 

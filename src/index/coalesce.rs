@@ -149,10 +149,12 @@ mod tests {
     use std::sync::{Arc, Barrier};
     use std::time::Duration;
 
-    #[test]
-    fn callers_that_arrive_during_a_run_share_the_next_one() {
-        let shared = Arc::new(Coalesced::<usize>::default());
-        let runs = Arc::new(AtomicUsize::new(0));
+    /// Begins run 1 of `shared` on a thread, and returns once it is under way: it ends when
+    /// the sender is used, counting itself in `runs`.
+    fn hold_a_run(
+        shared: &Arc<Coalesced<usize>>,
+        runs: &Arc<AtomicUsize>,
+    ) -> (std::thread::JoinHandle<usize>, std::sync::mpsc::Sender<()>) {
         let (entered, first_running) = std::sync::mpsc::channel();
         let (release, held) = std::sync::mpsc::channel::<()>();
         let first = {
@@ -166,6 +168,14 @@ mod tests {
             })
         };
         first_running.recv().unwrap();
+        (first, release)
+    }
+
+    #[test]
+    fn callers_that_arrive_during_a_run_share_the_next_one() {
+        let shared = Arc::new(Coalesced::<usize>::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (first, release) = hold_a_run(&shared, &runs);
         // Sixteen callers arrive while the first run is under way: it may have looked before
         // whatever they must see, so none of them may take its result.
         let callers = 16;
@@ -254,19 +264,7 @@ mod tests {
             .unwrap();
         let shared = Arc::new(Coalesced::<usize>::default());
         let runs = Arc::new(AtomicUsize::new(0));
-        let (entered, first_running) = std::sync::mpsc::channel();
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let first = {
-            let (shared, runs) = (shared.clone(), runs.clone());
-            std::thread::spawn(move || {
-                shared.run(|| {
-                    entered.send(()).unwrap();
-                    held.recv().unwrap();
-                    runs.fetch_add(1, Ordering::SeqCst) + 1
-                })
-            })
-        };
-        first_running.recv().unwrap();
+        let (first, release) = hold_a_run(&shared, &runs);
         let tasks: Vec<_> = (0..64)
             .map(|_| {
                 let (shared, runs) = (shared.clone(), runs.clone());

@@ -901,23 +901,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn many_requests_during_a_change_cause_one_reread() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::write(dir.path().join(WHEEL), b"one").unwrap();
+    /// A backend over `dir` (holding WHEEL and a subdirectory) whose clock is slow to read,
+    /// listed and settled, then WHEEL2 added: the directory reads so far, and the backend.
+    fn backend_after_a_change(dir: &Path) -> (Arc<ConsistentBackend>, usize) {
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        std::fs::write(dir.join(WHEEL), b"one").unwrap();
         let backend = Arc::new(ConsistentBackend::with_stamps(
-            vec![dir.path().to_owned()],
+            vec![dir.to_owned()],
             Box::new(Arc::new(SlowClock(OpenAndStat::default()))),
             SETTLE_WINDOW,
         ));
         backend.snapshot().unwrap();
         std::thread::sleep(Duration::from_millis(50));
         backend.snapshot().unwrap();
-        std::fs::write(dir.path().join(WHEEL2), b"two").unwrap();
+        std::fs::write(dir.join(WHEEL2), b"two").unwrap();
         // Past the filesystem's tick, so that the one re-read settles the directory.
         std::thread::sleep(Duration::from_millis(50));
         let reads = backend.dir_reads.load(Ordering::Relaxed);
+        (backend, reads)
+    }
+
+    #[test]
+    fn many_requests_during_a_change_cause_one_reread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backend, reads) = backend_after_a_change(dir.path());
         let requests = 64;
         let start = Arc::new(std::sync::Barrier::new(requests));
         let threads: Vec<_> = (0..requests)
@@ -939,18 +946,7 @@ mod tests {
     #[test]
     fn many_requests_waiting_as_tasks_during_a_change_cause_one_reread() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(WHEEL), b"one").unwrap();
-        let backend = Arc::new(ConsistentBackend::with_stamps(
-            vec![dir.path().to_owned()],
-            Box::new(Arc::new(SlowClock(OpenAndStat::default()))),
-            SETTLE_WINDOW,
-        ));
-        backend.snapshot().unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        backend.snapshot().unwrap();
-        std::fs::write(dir.path().join(WHEEL2), b"two").unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        let reads = backend.dir_reads.load(Ordering::Relaxed);
+        let (backend, reads) = backend_after_a_change(dir.path());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .build()

@@ -68,11 +68,6 @@ impl Handler for Health {
     }
 }
 
-/// Whether a job handed to the blocking pool runs within `deadline`.
-pub(crate) async fn blocking_pool_answers(deadline: Duration) -> bool {
-    blocking_pool_runs(deadline, || ()).await.is_some()
-}
-
 /// `job`'s result, if the blocking pool finishes it within `deadline`.
 async fn blocking_pool_runs<T: Send + 'static>(
     deadline: Duration,
@@ -87,6 +82,10 @@ async fn blocking_pool_runs<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn blocking_pool_answers(deadline: Duration) -> bool {
+        blocking_pool_runs(deadline, || ()).await.is_some()
+    }
 
     #[test]
     fn an_exhausted_blocking_pool_is_reported() {

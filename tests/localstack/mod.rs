@@ -239,9 +239,10 @@ impl Aws {
         stdout
     }
 
-    /// Creates the network a deployment goes into: VPC 10.30.0.0/16 with a private and a
-    /// public subnet in each of us-east-1a and us-east-1b (the public ones routed to an
-    /// internet gateway), and a public hosted zone `wheelhouse-test.example`.
+    /// Creates the network a deployment goes into, as the preflight wants it: VPC
+    /// 10.30.0.0/16 with DNS support and hostnames, a private and a public subnet in each of
+    /// us-east-1a and us-east-1b (the public ones routed to an internet gateway, the private
+    /// ones to a NAT gateway), and a public hosted zone `wheelhouse-test.example`.
     pub fn create_network(&self) -> NetworkFixture {
         let stdout = self.python(
             r#"
@@ -260,6 +261,14 @@ for i, az in enumerate(["us-east-1a", "us-east-1b"]):
     ec2.modify_subnet_attribute(SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
     ec2.associate_route_table(RouteTableId=public_routes, SubnetId=subnet)
     public.append(subnet)
+ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsSupport={"Value": True})
+ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+eip = ec2.allocate_address(Domain="vpc")["AllocationId"]
+nat = ec2.create_nat_gateway(SubnetId=public[0], AllocationId=eip)["NatGateway"]["NatGatewayId"]
+private_routes = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+ec2.create_route(RouteTableId=private_routes, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+for subnet in private:
+    ec2.associate_route_table(RouteTableId=private_routes, SubnetId=subnet)
 route53 = boto3.client("route53", endpoint_url=os.environ["ENDPOINT"])
 zone = route53.create_hosted_zone(Name="wheelhouse-test.example", CallerReference=str(uuid.uuid4()))["HostedZone"]
 print(json.dumps({

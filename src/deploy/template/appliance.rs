@@ -43,6 +43,12 @@ const ALB_IDLE_TIMEOUT_SECONDS: u32 = 60;
 const SERVER_IDLE_TIMEOUT_SECONDS: u32 = ALB_IDLE_TIMEOUT_SECONDS + 5;
 /// The server's health endpoint: answers without touching the disk or asking for credentials.
 const HEALTH_PATH: &str = "/health";
+/// The output that says whether the load balancer has deletion protection.
+pub const PROTECTED_OUTPUT: &str = "Protected";
+/// The output holding the load balancer's ARN.
+pub const LOAD_BALANCER_OUTPUT: &str = "LoadBalancerArn";
+/// The load balancer's logical id.
+pub const LOAD_BALANCER_RESOURCE: &str = "LoadBalancer";
 
 /// The whole appliance.
 pub fn appliance(settings: &Settings, sizing: &Sizing, network: &Network) -> Template {
@@ -110,9 +116,14 @@ pub fn appliance(settings: &Settings, sizing: &Sizing, network: &Network) -> Tem
         front.load_balancer.get_att("DNSName"),
     );
     t.output(
-        "LoadBalancerArn",
+        LOAD_BALANCER_OUTPUT,
         "ARN of the load balancer",
         front.load_balancer.r#ref(),
+    );
+    t.output(
+        PROTECTED_OUTPUT,
+        "Whether the load balancer has deletion protection (destroy turns it off first)",
+        json!(settings.protected().to_string()),
     );
     t.output("ClusterName", "ECS cluster", compute.cluster.r#ref());
     t.output(
@@ -203,9 +214,17 @@ fn base_name(settings: &Settings) -> String {
 /// A name unique to this stack in its account and region: the stack's name, which
 /// CloudFormation keeps unique there, and `suffix`. Two stacks of the same service and
 /// environment (a copy under a new name, a second region's twin in one account) would
-/// otherwise collide on the names of their cluster, dashboard and alarms.
-fn stack_named(suffix: &str) -> Value {
-    sub(&format!("${{AWS::StackName}}{suffix}"))
+/// otherwise collide on the names of their cluster, dashboard, alarms and log group.
+fn stack_named(prefix: &str, suffix: &str) -> Value {
+    sub(&format!("{prefix}${{AWS::StackName}}{suffix}"))
+}
+
+/// The first group of hex digits of the stack's id: different for every stack ever created
+/// under one name, for names that must not be reused by the next stack of that name.
+fn stack_id_head() -> Value {
+    // arn:aws:cloudformation:REGION:ACCOUNT:stack/NAME/UUID -> UUID -> its first 8 hex digits.
+    let uuid = json!({ "Fn::Select": [2, { "Fn::Split": ["/", { "Ref": "AWS::StackId" }] }] });
+    json!({ "Fn::Select": [0, { "Fn::Split": ["-", uuid] }] })
 }
 
 /// The `Service` and `Environment` tags, as most resource types take them.

@@ -10,7 +10,12 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-pub use appliance::{appliance, Network};
+/// The largest template CloudFormation takes inline.
+pub const TEMPLATE_BODY_MAX: usize = 51_200;
+
+pub use appliance::{
+    appliance, Network, LOAD_BALANCER_OUTPUT, LOAD_BALANCER_RESOURCE, PROTECTED_OUTPUT,
+};
 
 /// A resource in the template, to refer to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +130,14 @@ impl Template {
     }
 
     /// The template as CloudFormation reads it: pretty JSON with sorted keys.
+    /// The template as CloudFormation takes it inline (`TemplateBody`, at most
+    /// [`TEMPLATE_BODY_MAX`] bytes): without the indentation, which would cost a third of that.
+    pub fn to_compact_json(&self) -> String {
+        let value = serde_json::to_value(self).expect("templates serialize");
+        serde_json::to_string(&value).expect("values serialize")
+    }
+
+    /// The template, indented for people.
     pub fn to_json(&self) -> String {
         // serde_json's maps are ordered (no `preserve_order`), so the bytes are deterministic.
         let value = serde_json::to_value(self).expect("templates serialize");

@@ -63,7 +63,7 @@ pub(super) fn load_balancer(t: &mut Template, settings: &Settings, network: &Net
     );
 
     let load_balancer = t.add(
-        "LoadBalancer",
+        super::LOAD_BALANCER_RESOURCE,
         "AWS::ElasticLoadBalancingV2::LoadBalancer",
         json!({
             "Type": "application",
@@ -74,6 +74,7 @@ pub(super) fn load_balancer(t: &mut Template, settings: &Settings, network: &Net
             "LoadBalancerAttributes": [
                 { "Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true" },
                 { "Key": "idle_timeout.timeout_seconds", "Value": super::ALB_IDLE_TIMEOUT_SECONDS.to_string() },
+                { "Key": "deletion_protection.enabled", "Value": settings.protected().to_string() },
             ],
             "Tags": tags(settings),
         }),

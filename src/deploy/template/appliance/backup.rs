@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use super::{assume_role_policy, base_name, managed_policy, stateful, tag_map, tags, Lifetime};
+use super::{
+    assume_role_policy, base_name, managed_policy, stack_id_head, stateful, tag_map, tags, Lifetime,
+};
 use crate::deploy::settings::Settings;
 use crate::deploy::template::{Handle, Template};
 
@@ -15,9 +17,6 @@ pub(super) fn plan(t: &mut Template, settings: &Settings, file_system: &Handle) 
     // so a stack created again under the same settings must not collide with the old one:
     // the name ends with the first group of the stack id.
     let stem: String = name.chars().take(NAME_MAX - 9).collect();
-    // arn:aws:cloudformation:REGION:ACCOUNT:stack/NAME/UUID -> UUID -> its first 8 hex digits.
-    let uuid = json!({ "Fn::Select": [2, { "Fn::Split": ["/", { "Ref": "AWS::StackId" }] }] });
-    let stack_id_head = json!({ "Fn::Select": [0, { "Fn::Split": ["-", uuid] }] });
     // Recovery points outlive the stack, like the file system they restore (a vault that holds
     // recovery points cannot be deleted anyway).
     let vault = stateful(
@@ -25,7 +24,7 @@ pub(super) fn plan(t: &mut Template, settings: &Settings, file_system: &Handle) 
         "BackupVault",
         "AWS::Backup::BackupVault",
         json!({
-            "BackupVaultName": { "Fn::Join": ["-", [stem, stack_id_head]] },
+            "BackupVaultName": { "Fn::Join": ["-", [stem, stack_id_head()]] },
             "BackupVaultTags": tag_map(settings),
         }),
         Lifetime::OutlivesTheStack,

@@ -10,14 +10,18 @@ use super::alb::{Front, DYNAMIC_PORTS};
 use super::efs::{Storage, SERVER_UID};
 use super::iam::Roles;
 use super::{
-    base_name, named_tags, stack_named, stateful, sub, tags, Lifetime, Network, CONTAINER_PORT,
+    base_name, named_tags, stack_id_head, stack_named, stateful, sub, tags, Lifetime, Network,
+    CONTAINER_PORT,
 };
 use crate::deploy::settings::Settings;
 use crate::deploy::sizing::{Sizing, PAGE_CACHE_MIB};
 use crate::deploy::template::{Handle, Template};
 
-/// Where the hosts mount the packages directory (the file system's access point).
-const HOST_MOUNT: &str = "/mnt/wheelhouse";
+/// Where the hosts mount the packages directory (the file system's access point): the path
+/// earlier versions' hosts used for it, so tasks find it there on old and new hosts alike.
+const HOST_MOUNT: &str = "/mnt/wheelhouse/packages";
+/// The systemd unit of that mount.
+const HOST_MOUNT_UNIT: &str = "mnt-wheelhouse-packages.mount";
 /// The directory of the packages on the file system, as the tasks see it.
 const CONTAINER_PACKAGES: &str = "/data/packages";
 /// A file the boot script leaves on the shared volume; the server's health check requires it
@@ -60,7 +64,7 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
         "Cluster",
         "AWS::ECS::Cluster",
         json!({
-            "ClusterName": stack_named(""),
+            "ClusterName": stack_named("", ""),
             // Container Insights reports RunningTaskCount and DesiredTaskCount, which the
             // running-tasks alarm compares.
             "ClusterSettings": [{ "Name": "containerInsights", "Value": "enabled" }],
@@ -92,7 +96,7 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
         "AWS::EC2::LaunchTemplate",
         json!({
             "LaunchTemplateData": {
-                "ImageId": ami(&settings.instance_type),
+                "ImageId": settings.ami_id.clone().unwrap_or_else(|| ami(&settings.instance_type)),
                 "InstanceType": settings.instance_type,
                 "IamInstanceProfile": { "Arn": roles.instance_profile.get_att("Arn") },
                 "SecurityGroupIds": [host_security_group.get_att("GroupId")],
@@ -113,7 +117,7 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
                         "DeleteOnTermination": true,
                     },
                 }],
-                "UserData": { "Fn::Base64": sub(&user_data(&cluster, storage)) },
+                "UserData": { "Fn::Base64": sub(&user_data(&cluster, storage, settings)) },
                 "TagSpecifications": [{ "ResourceType": "volume", "Tags": tags(settings) }],
             },
             "TagSpecifications": [{ "ResourceType": "launch-template", "Tags": tags(settings) }],
@@ -159,8 +163,10 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
         "AWS::ECS::CapacityProvider",
         json!({
             // Named explicitly: the name CloudFormation would derive starts with the stack's,
-            // and a capacity provider's may not start with "aws", "ecs" or "fargate".
-            "Name": sub("hosts-${AWS::StackName}"),
+            // and a capacity provider's may not start with "aws", "ecs" or "fargate". The stack
+            // id's head keeps a stack created again under the same name off a deleted
+            // provider's name, which ECS may hold for a while.
+            "Name": { "Fn::Join": ["-", ["hosts", { "Ref": "AWS::StackName" }, stack_id_head()]] },
             "AutoScalingGroupProvider": {
                 "AutoScalingGroupArn": auto_scaling_group.r#ref(),
                 "ManagedScaling": {
@@ -197,7 +203,7 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
         "LogGroup",
         "AWS::Logs::LogGroup",
         json!({
-            "LogGroupName": format!("/ecs/{name}"),
+            "LogGroupName": stack_named("/ecs/", ""),
             "RetentionInDays": settings.log_retention_days,
             "Tags": tags(settings),
         }),
@@ -378,7 +384,8 @@ fn ami(instance_type: &str) -> String {
 /// (`RequiresMountsFor`) hold Docker and the agent until the volume is mounted, and the
 /// marker file on the volume fails the health check of any task that still finds none. `ECS_RESERVED_MEMORY` keeps the page cache's share out of task placement, as
 /// the sizing assumes.
-fn user_data(cluster: &Handle, storage: &Storage) -> String {
+fn user_data(cluster: &Handle, storage: &Storage, settings: &Settings) -> String {
+    let extras = host_extras(settings);
     let cluster = cluster.id();
     let file_system = storage.file_system.id();
     let access_point = storage.access_point.id();
@@ -396,16 +403,45 @@ retry mount {HOST_MOUNT}
 mountpoint -q {HOST_MOUNT}
 # Only the volume holds the marker: a task that finds none fails its health check
 [ -e {HOST_MOUNT}/{VOLUME_MARKER} ] || touch {HOST_MOUNT}/{VOLUME_MARKER}
-# After a reboot, Docker and the ECS agent start only once the volume is mounted
-for unit in docker ecs; do
-  mkdir -p /etc/systemd/system/$unit.service.d
-  printf '[Unit]\nRequiresMountsFor={HOST_MOUNT}\n' > /etc/systemd/system/$unit.service.d/wheelhouse-volume.conf
+# After a reboot, Docker and the ECS agent start only once the volume is mounted, and a host
+# whose mount fails powers off (the auto scaling group replaces it) instead of idling
+for unit in docker.service ecs.service; do
+  mkdir -p /etc/systemd/system/$unit.d
+  printf '[Unit]\nRequiresMountsFor={HOST_MOUNT}\n' > /etc/systemd/system/$unit.d/wheelhouse-volume.conf
 done
+mkdir -p /etc/systemd/system/{HOST_MOUNT_UNIT}.d
+printf '[Unit]\nOnFailure=poweroff.target\n' > /etc/systemd/system/{HOST_MOUNT_UNIT}.d/wheelhouse-volume.conf
 systemctl daemon-reload
-cat >> /etc/ecs/ecs.config <<EOF
+{extras}cat >> /etc/ecs/ecs.config <<EOF
 ECS_CLUSTER=${{{cluster}}}
 ECS_RESERVED_MEMORY={PAGE_CACHE_MIB}
 EOF
 "#
     )
+}
+
+/// The settings' `host_files` and `host_commands` as lines of the boot script, each ending
+/// with a newline. A file's content travels base64-encoded, so no byte of it can end a
+/// quote or a here-document; in commands, `${` is written `${!` so that `Fn::Sub` leaves it to
+/// the shell.
+fn host_extras(settings: &Settings) -> String {
+    use base64::Engine;
+    let mut lines = String::new();
+    if !settings.host_files.is_empty() || !settings.host_commands.is_empty() {
+        lines.push_str("# From the settings: host_files, then host_commands\n");
+    }
+    for file in &settings.host_files {
+        // The path is validated to need no quoting (see `Settings::validate`).
+        let path = &file.path;
+        let content = base64::engine::general_purpose::STANDARD.encode(&file.content);
+        lines.push_str(&format!(
+            "mkdir -p \"$(dirname '{path}')\"\necho '{content}' | base64 -d > '{path}'\nchmod {} '{path}'\n",
+            file.mode
+        ));
+    }
+    for command in &settings.host_commands {
+        lines.push_str(&command.replace("${", "${!"));
+        lines.push('\n');
+    }
+    lines
 }

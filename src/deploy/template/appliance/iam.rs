@@ -61,10 +61,7 @@ pub(super) fn roles(
             "Description": format!("{} ECS hosts", base_name(settings)),
             "AssumeRolePolicyDocument": assume_role_policy("ec2.amazonaws.com"),
             "ManagedPolicyArns": instance_policies,
-            "Policies": [{
-                "PolicyName": "mount-packages",
-                "PolicyDocument": policy(vec![efs::client_statement(storage)]),
-            }],
+            "Policies": instance_inline_policies(settings, storage),
             "Tags": tags(settings),
         }),
     );
@@ -164,4 +161,20 @@ pub(super) fn secret_policy(
 /// A policy document.
 fn policy(statements: Vec<Value>) -> Value {
     json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+/// The instance role's own statements, and the settings' `instance_policy_statements` in a
+/// policy of their own.
+fn instance_inline_policies(settings: &Settings, storage: &efs::Storage) -> Value {
+    let mut policies = vec![json!({
+        "PolicyName": "mount-packages",
+        "PolicyDocument": policy(vec![efs::client_statement(storage)]),
+    })];
+    if !settings.instance_policy_statements.is_empty() {
+        policies.push(json!({
+            "PolicyName": "from-settings",
+            "PolicyDocument": policy(settings.instance_policy_statements.clone()),
+        }));
+    }
+    Value::Array(policies)
 }

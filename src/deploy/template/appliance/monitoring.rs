@@ -215,7 +215,7 @@ pub(super) fn alarms(
     let alarms = specs
         .into_iter()
         .map(|(id, suffix, description, mut properties)| {
-            properties["AlarmName"] = stack_named(&format!("-{suffix}"));
+            properties["AlarmName"] = stack_named("", &format!("-{suffix}"));
             properties["AlarmDescription"] = json!(description);
             properties["ActionsEnabled"] = json!(true);
             properties["AlarmActions"] = json!(actions);
@@ -379,7 +379,7 @@ pub(super) fn dashboard(
         "Dashboard",
         "AWS::CloudWatch::Dashboard",
         json!({
-            "DashboardName": stack_named(""),
+            "DashboardName": stack_named("", ""),
             "DashboardBody": sub(&body),
         }),
     )
