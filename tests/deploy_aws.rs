@@ -659,7 +659,7 @@ mod preflight {
     use wiremock::matchers::{body_string_contains, method};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
-    use wheelhouse::deploy::preflight::{check, stack_name_problem};
+    use wheelhouse::deploy::preflight::{check, check_hosted_zone, stack_name_problem};
     use wheelhouse::deploy::settings::{example, Settings};
 
     const NS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
@@ -1008,6 +1008,53 @@ mod preflight {
         assert_eq!(
             lines(check(&settings(), &ec2(&server)).await.unwrap()),
             ["asg_subnets: every subnet (asg_subnets and lb_subnets) must be in one VPC: subnet-a1 in vpc-1, subnet-a2 in vpc-1, subnet-b1 in vpc-2, subnet-b2 in vpc-2"]
+        );
+    }
+
+    fn zone(status: u16, body: &str) -> ResponseTemplate {
+        ResponseTemplate::new(status).set_body_string(format!(
+            "<?xml version=\"1.0\"?>{}",
+            body.replace("NS", "https://route53.amazonaws.com/doc/2013-04-01/")
+        ))
+    }
+
+    fn described_zone(name: &str, private: bool) -> ResponseTemplate {
+        zone(200, &format!("<GetHostedZoneResponse xmlns=\"NS\"><HostedZone><Id>/hostedzone/Z0123456789ABCDEFGHIJ</Id><Name>{name}</Name><CallerReference>c</CallerReference><Config><PrivateZone>{private}</PrivateZone></Config><ResourceRecordSetCount>2</ResourceRecordSetCount></HostedZone><DelegationSet><NameServers><NameServer>ns-1.awsdns-00.com</NameServer></NameServers></DelegationSet></GetHostedZoneResponse>"))
+    }
+
+    /// The problems with the hosted zone when Route 53 answers `answer`.
+    async fn zone_problems(answer: ResponseTemplate) -> Vec<String> {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(wiremock::matchers::path(
+                "/2013-04-01/hostedzone/Z0123456789ABCDEFGHIJ",
+            ))
+            .respond_with(answer)
+            .expect(1)
+            .mount(&server)
+            .await;
+        let route53 = aws_sdk_route53::Client::new(&super::sdk_config(&server));
+        lines(check_hosted_zone(&settings(), &route53).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_hosted_zone_must_exist_be_public_and_have_the_settings_name() {
+        assert_eq!(
+            zone_problems(described_zone("example.com.", false)).await,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            zone_problems(described_zone("example.com.", true)).await,
+            ["hosted_zone_id: Z0123456789ABCDEFGHIJ (example.com.) is a private zone: the certificate is validated and the index reached through public DNS; use the public zone of that name"]
+        );
+        assert_eq!(
+            zone_problems(described_zone("other.org.", false)).await,
+            ["hosted_zone_name: \"example.com\", but hosted zone Z0123456789ABCDEFGHIJ is \"other.org\": set hosted_zone_name = \"other.org\", or the id of the \"example.com\" zone"]
+        );
+        let missing = zone(404, "<ErrorResponse xmlns=\"NS\"><Error><Type>Sender</Type><Code>NoSuchHostedZone</Code><Message>No hosted zone found with ID: Z0123456789ABCDEFGHIJ</Message></Error><RequestId>r</RequestId></ErrorResponse>");
+        assert_eq!(
+            zone_problems(missing).await,
+            ["hosted_zone_id: Z0123456789ABCDEFGHIJ is not a hosted zone of this account (NoSuchHostedZone): copy the id from Route 53, without /hostedzone/"]
         );
     }
 

@@ -86,6 +86,17 @@ fn preview_up_change_refresh_destroy() {
         );
     }
     assert!(stderr.contains("nothing was changed"), "{stderr}");
+    // A zone name that is not the zone's.
+    let wrong_zone = deploy.run(&["check", "--set", "hosted_zone_name=\"other.example\""]);
+    assert_eq!(wrong_zone.status.code(), Some(2), "{}", text(&wrong_zone));
+    let stderr = String::from_utf8_lossy(&wrong_zone.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "hosted_zone_name: \"other.example\", but hosted zone {} is \"wheelhouse-test.example\"",
+            network.hosted_zone_id
+        )),
+        "{stderr}"
+    );
 
     let sizing = deploy.ok(&["sizing"]);
     assert!(

@@ -280,6 +280,9 @@ async fn preflight(global: &GlobalArgs, settings: &Settings) -> Result<(), Failu
         .collect();
     let config = sdk_config(&global.aws()).await;
     problems.extend(preflight::check(settings, &aws_sdk_ec2::Client::new(&config)).await?);
+    problems.extend(
+        preflight::check_hosted_zone(settings, &aws_sdk_route53::Client::new(&config)).await?,
+    );
     if problems.is_empty() {
         Ok(())
     } else {

@@ -416,3 +416,49 @@ fn default_route(table: &RouteTable, egress: Egress) -> bool {
             }
     })
 }
+
+/// The hosted zone the names go into: it must exist, be public (the certificate is validated
+/// and the index reached through it), and be the zone of `hosted_zone_name`.
+pub async fn check_hosted_zone(
+    settings: &Settings,
+    route53: &aws_sdk_route53::Client,
+) -> Result<Vec<Problem>, DeployError> {
+    use aws_sdk_route53::error::ProvideErrorMetadata;
+    let id = &settings.hosted_zone_id;
+    let problem = |message: String| {
+        Ok(vec![Problem {
+            setting: "hosted_zone_id",
+            message,
+        }])
+    };
+    let zone = match route53.get_hosted_zone().id(id).send().await {
+        Ok(answer) => answer,
+        Err(err) if matches!(err.code(), Some("NoSuchHostedZone" | "InvalidInput")) => {
+            return problem(format!(
+                "{id} is not a hosted zone of this account ({}): copy the id from Route 53, without /hostedzone/",
+                err.code().unwrap_or_default()
+            ));
+        }
+        Err(err) => return Err(aws_error("GetHostedZone")(err)),
+    };
+    let Some(zone) = zone.hosted_zone() else {
+        return problem(format!("{id}: Route 53 described no zone"));
+    };
+    if zone.config().is_some_and(|c| c.private_zone()) {
+        return problem(format!(
+            "{id} ({}) is a private zone: the certificate is validated and the index reached through public DNS; use the public zone of that name",
+            zone.name()
+        ));
+    }
+    let name = zone.name().trim_end_matches('.');
+    if !name.eq_ignore_ascii_case(settings.hosted_zone_name.trim_end_matches('.')) {
+        return Ok(vec![Problem {
+            setting: "hosted_zone_name",
+            message: format!(
+                "{:?}, but hosted zone {id} is {name:?}: set hosted_zone_name = {name:?}, or the id of the {:?} zone",
+                settings.hosted_zone_name, settings.hosted_zone_name
+            ),
+        }]);
+    }
+    Ok(Vec::new())
+}
