@@ -659,7 +659,9 @@ mod preflight {
     use wiremock::matchers::{body_string_contains, method};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
-    use wheelhouse::deploy::preflight::{check, check_hosted_zone, stack_name_problem};
+    use wheelhouse::deploy::preflight::{
+        check, check_hosted_zone, check_image, stack_name_problem,
+    };
     use wheelhouse::deploy::settings::{example, Settings};
 
     const NS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
@@ -1055,6 +1057,68 @@ mod preflight {
         assert_eq!(
             zone_problems(missing).await,
             ["hosted_zone_id: Z0123456789ABCDEFGHIJ is not a hosted zone of this account (NoSuchHostedZone): copy the id from Route 53, without /hostedzone/"]
+        );
+    }
+
+    /// The problems with the image when ECR answers `answer`; `calls` requests expected.
+    async fn image_problems(
+        settings: &Settings,
+        answer: ResponseTemplate,
+        calls: u64,
+    ) -> Vec<String> {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(wiremock::matchers::header(
+                "x-amz-target",
+                "AmazonEC2ContainerRegistry_V20150921.DescribeImages",
+            ))
+            .and(body_string_contains("\"registryId\":\"123456789012\""))
+            .and(body_string_contains("\"repositoryName\":\"wheelhouse\""))
+            .and(body_string_contains("\"imageTag\":\"0.1.0\""))
+            .respond_with(answer)
+            .expect(calls)
+            .mount(&server)
+            .await;
+        lines(
+            check_image(settings, &super::sdk_config(&server))
+                .await
+                .unwrap(),
+        )
+    }
+
+    fn ecr_error(code: &str) -> ResponseTemplate {
+        ResponseTemplate::new(400)
+            .insert_header("content-type", "application/x-amz-json-1.1")
+            .set_body_string(format!(
+                "{{\"__type\":\"{code}\",\"message\":\"not here\"}}"
+            ))
+    }
+
+    #[tokio::test]
+    async fn an_image_in_ecr_must_exist_with_its_tag() {
+        let found = ResponseTemplate::new(200)
+            .insert_header("content-type", "application/x-amz-json-1.1")
+            .set_body_string("{\"imageDetails\":[{\"imageTags\":[\"0.1.0\"]}]}");
+        assert_eq!(
+            image_problems(&settings(), found, 1).await,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            image_problems(&settings(), ecr_error("RepositoryNotFoundException"), 1).await,
+            ["image_repository: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/wheelhouse does not exist in ECR (account 123456789012, eu-west-1): push the server image there first"]
+        );
+        assert_eq!(
+            image_problems(&settings(), ecr_error("ImageNotFoundException"), 1).await,
+            ["image_tag: \"0.1.0\" is not a tag of 123456789012.dkr.ecr.eu-west-1.amazonaws.com/wheelhouse: push the server image with that tag first"]
+        );
+        // An image in another registry is not looked up.
+        let elsewhere = Settings {
+            image_repository: "ghcr.io/acme/wheelhouse".into(),
+            ..settings()
+        };
+        assert_eq!(
+            image_problems(&elsewhere, ecr_error("RepositoryNotFoundException"), 0).await,
+            Vec::<String>::new()
         );
     }
 

@@ -283,6 +283,7 @@ async fn preflight(global: &GlobalArgs, settings: &Settings) -> Result<(), Failu
     problems.extend(
         preflight::check_hosted_zone(settings, &aws_sdk_route53::Client::new(&config)).await?,
     );
+    problems.extend(preflight::check_image(settings, &config).await?);
     if problems.is_empty() {
         Ok(())
     } else {

@@ -462,3 +462,72 @@ pub async fn check_hosted_zone(
     }
     Ok(Vec::new())
 }
+
+/// Where an ECR image reference points: `ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME`.
+struct EcrRepository<'a> {
+    account: &'a str,
+    region: &'a str,
+    name: &'a str,
+}
+
+fn ecr_repository(reference: &str) -> Option<EcrRepository<'_>> {
+    let (registry, name) = reference.split_once('/')?;
+    let (account, rest) = registry.split_once(".dkr.ecr.")?;
+    let region = rest
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| rest.strip_suffix(".amazonaws.com.cn"))?;
+    Some(EcrRepository {
+        account,
+        region,
+        name,
+    })
+}
+
+/// The image the tasks run, when it is in ECR: the repository and the tag must exist, or
+/// every task fails to pull it and the service never becomes stable. Images elsewhere
+/// (a public registry) are not looked up.
+pub async fn check_image(
+    settings: &Settings,
+    config: &aws_config::SdkConfig,
+) -> Result<Vec<Problem>, DeployError> {
+    use aws_sdk_ecr::error::ProvideErrorMetadata;
+    let Some(repository) = ecr_repository(&settings.image_repository) else {
+        return Ok(Vec::new());
+    };
+    let ecr = aws_sdk_ecr::Client::from_conf(
+        aws_sdk_ecr::config::Builder::from(config)
+            .region(aws_sdk_ecr::config::Region::new(
+                repository.region.to_owned(),
+            ))
+            .build(),
+    );
+    let tag = aws_sdk_ecr::types::ImageIdentifier::builder()
+        .image_tag(&settings.image_tag)
+        .build();
+    let answer = ecr
+        .describe_images()
+        .registry_id(repository.account)
+        .repository_name(repository.name)
+        .image_ids(tag)
+        .send()
+        .await;
+    let problem = |setting, message| Ok(vec![Problem { setting, message }]);
+    match answer {
+        Ok(_) => Ok(Vec::new()),
+        Err(err) if err.code() == Some("RepositoryNotFoundException") => problem(
+            "image_repository",
+            format!(
+                "{} does not exist in ECR (account {}, {}): push the server image there first",
+                settings.image_repository, repository.account, repository.region
+            ),
+        ),
+        Err(err) if err.code() == Some("ImageNotFoundException") => problem(
+            "image_tag",
+            format!(
+                "{:?} is not a tag of {}: push the server image with that tag first",
+                settings.image_tag, settings.image_repository
+            ),
+        ),
+        Err(err) => Err(aws_error("DescribeImages")(err)),
+    }
+}

@@ -327,7 +327,9 @@ pub struct NetworkFixture {
 }
 
 impl NetworkFixture {
-    /// A `wheelhouse.<stack>.toml` for a deployment into this network.
+    /// A `wheelhouse.<stack>.toml` for a deployment into this network. The image is in a
+    /// registry outside ECR: LocalStack does not emulate ECR, and the preflight looks only
+    /// ECR images up.
     pub fn settings(&self) -> String {
         format!(
             r#"instance_type = "t3.small"
@@ -339,7 +341,7 @@ hosted_zone_name = "{zone_name}"
 environment = "e2e"
 service_name = "wheelhouse"
 alarm_emails = ["ops@example.com"]
-image_repository = "000000000000.dkr.ecr.us-east-1.amazonaws.com/wheelhouse"
+image_repository = "registry.example/wheelhouse"
 image_tag = "0.1.0"
 "#,
             asg = self.asg_subnets,
