@@ -528,6 +528,18 @@ mod protection {
         )
     }
 
+    /// Expects one call turning the load balancer's deletion protection off.
+    async fn expect_load_balancer_released(server: &MockServer) {
+        Mock::given(method("POST"))
+            .and(action("ModifyLoadBalancerAttributes"))
+            .and(body_string_contains("deletion_protection.enabled"))
+            .and(body_string_contains("Value=false"))
+            .respond_with(elb_reply("ModifyLoadBalancerAttributes"))
+            .expect(1)
+            .mount(server)
+            .await;
+    }
+
     #[tokio::test]
     async fn destroy_turns_off_both_protections_of_a_protected_stack() {
         let server = MockServer::start().await;
@@ -547,14 +559,7 @@ mod protection {
             .expect(1)
             .mount(&server)
             .await;
-        Mock::given(method("POST"))
-            .and(action("ModifyLoadBalancerAttributes"))
-            .and(body_string_contains("deletion_protection.enabled"))
-            .and(body_string_contains("Value=false"))
-            .respond_with(elb_reply("ModifyLoadBalancerAttributes"))
-            .expect(1)
-            .mount(&server)
-            .await;
+        expect_load_balancer_released(&server).await;
         let stack = client(&server);
         let state = stack.require_state().await.unwrap();
         assert!(state.termination_protection);
@@ -585,13 +590,7 @@ mod protection {
             .expect(1)
             .mount(&server)
             .await;
-        Mock::given(method("POST"))
-            .and(action("ModifyLoadBalancerAttributes"))
-            .and(body_string_contains("Value=false"))
-            .respond_with(elb_reply("ModifyLoadBalancerAttributes"))
-            .expect(1)
-            .mount(&server)
-            .await;
+        expect_load_balancer_released(&server).await;
         let stack = client(&server);
         let state = stack.require_state().await.unwrap();
         assert_eq!(

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use aws_sdk_ec2::types::{Filter, LocationType, RouteTable, VpcAttributeName};
+use aws_sdk_ec2::types::{Filter, LocationType, RouteTable, VpcAttributeName, VpcEndpoint};
 
 use super::settings::Settings;
 use super::stack::{aws_error, DeployError};
@@ -198,19 +198,41 @@ pub async fn check(
         .send()
         .await
         .map_err(aws_error("DescribeVpcEndpoints"))?;
+    problems.extend(host_egress_problems(
+        settings,
+        &subnets,
+        tables,
+        endpoints.vpc_endpoints(),
+        &region,
+    ));
+    problems.extend(dns_problems(ec2, &vpc).await?);
+    problems.extend(offering_problems(settings, ec2, &asg_zones).await?);
+    Ok(problems)
+}
+
+/// Whether every host subnet reaches AWS: through a NAT (or another way out that translates
+/// private addresses), through an internet gateway when its instances get public addresses,
+/// or through the VPC endpoints the hosts need, with the image in this region's ECR.
+fn host_egress_problems(
+    settings: &Settings,
+    subnets: &BTreeMap<String, Subnet>,
+    tables: &[RouteTable],
+    endpoints: &[VpcEndpoint],
+    region: &str,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
     // China's regions name their endpoints under cn.com.amazonaws.
     let prefix = if region.starts_with("cn-") {
         "cn.com.amazonaws"
     } else {
         "com.amazonaws"
     };
-    let usable = |e: &&aws_sdk_ec2::types::VpcEndpoint| {
+    let usable = |e: &&VpcEndpoint| {
         e.state()
             .is_some_and(|s| s.as_str().eq_ignore_ascii_case("available"))
     };
     // Interface endpoints serve the services' own names only with private DNS on.
     let interfaces: BTreeSet<&str> = endpoints
-        .vpc_endpoints()
         .iter()
         .filter(usable)
         .filter(|e| e.private_dns_enabled() == Some(true))
@@ -218,17 +240,12 @@ pub async fn check(
         .collect();
     // The S3 gateway endpoint serves only the route tables it is associated with.
     let s3_tables: BTreeSet<&str> = endpoints
-        .vpc_endpoints()
         .iter()
         .filter(usable)
         .filter(|e| e.service_name() == Some(&format!("{prefix}.{region}.s3")))
         .flat_map(|e| e.route_table_ids().iter().map(String::as_str))
         .collect();
-    let image_here = settings
-        .image_repository
-        .split('/')
-        .next()
-        .is_some_and(|registry| registry.ends_with(&format!(".dkr.ecr.{region}.amazonaws.com")));
+    let image_here = ecr_repository(&settings.image_repository).is_some_and(|r| r.region == region);
     for id in settings.asg_subnets.iter() {
         let Some(subnet) = subnets.get(id) else {
             continue;
@@ -274,13 +291,19 @@ pub async fn check(
         }
     }
 
+    problems
+}
+
+/// Whether the VPC resolves names as efs-utils needs.
+async fn dns_problems(ec2: &aws_sdk_ec2::Client, vpc: &str) -> Result<Vec<Problem>, DeployError> {
+    let mut problems = Vec::new();
     for (attribute, name) in [
         (VpcAttributeName::EnableDnsSupport, "enableDnsSupport"),
         (VpcAttributeName::EnableDnsHostnames, "enableDnsHostnames"),
     ] {
         let answer = ec2
             .describe_vpc_attribute()
-            .vpc_id(&vpc)
+            .vpc_id(vpc)
             .attribute(attribute.clone())
             .send()
             .await
@@ -301,6 +324,16 @@ pub async fn check(
         }
     }
 
+    Ok(problems)
+}
+
+/// Whether the instance type is offered in every zone of the hosts.
+async fn offering_problems(
+    settings: &Settings,
+    ec2: &aws_sdk_ec2::Client,
+    asg_zones: &BTreeMap<String, Vec<&String>>,
+) -> Result<Vec<Problem>, DeployError> {
+    let mut problems = Vec::new();
     let offerings = ec2
         .describe_instance_type_offerings()
         .location_type(LocationType::AvailabilityZone)
@@ -316,7 +349,7 @@ pub async fn check(
         .iter()
         .filter_map(|o| o.location())
         .collect();
-    for (az, ids) in &asg_zones {
+    for (az, ids) in asg_zones {
         if !offered.contains(az.as_str()) {
             problems.push(Problem {
                 setting: "instance_type",
