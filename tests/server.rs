@@ -195,6 +195,26 @@ fn health_answers_ok_without_auth() {
 }
 
 #[test]
+fn every_response_names_the_replica_that_sent_it() {
+    let app = TestApp::with_args(&["-a", "download,list,update"]);
+    let names: Vec<String> = ["/health", "/simple/", "/packages/nothing-1.0.tar.gz"]
+        .iter()
+        .map(|path| {
+            let resp = app.get(path);
+            header(&resp, "X-Wheelhouse-Replica")
+                .unwrap_or_else(|| panic!("{path} ({}) names no replica", resp.status()))
+        })
+        .collect();
+    // One process: one name, whatever the status (200, 401, 404).
+    assert!(names.iter().all(|n| n == &names[0]), "{names:?}");
+    assert!(
+        names[0].ends_with(&format!("/{}", std::process::id())),
+        "{}",
+        names[0]
+    );
+}
+
+#[test]
 fn welcome_page_default_and_replaced() {
     let app = TestApp::open();
     let resp = app.get_with("/", &[("Host", "pkgs.example:8080")]);

@@ -731,6 +731,84 @@ fn logical_ids_are_readable_and_resources_tagged() {
     }
 }
 
+/// The deploying principal's policy in the README, as JSON.
+fn deployer_policy() -> Value {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("<!-- deployer-policy -->")
+        .expect("the policy's start marker");
+    let end = readme
+        .find("<!-- /deployer-policy -->")
+        .expect("the policy's end marker");
+    let block = &readme[start..end];
+    let json =
+        &block[block.find("```json").expect("a json block") + 7..block.rfind("```").unwrap()];
+    serde_json::from_str(json).expect("the README's policy is JSON")
+}
+
+/// The IAM service prefix of a CloudFormation resource type's namespace.
+fn service_prefix(resource_type: &str) -> &'static str {
+    match resource_type.split("::").nth(1).expect("AWS::Service::Type") {
+        "ApplicationAutoScaling" => "application-autoscaling",
+        "AutoScaling" => "autoscaling",
+        "Backup" => "backup",
+        "CertificateManager" => "acm",
+        "CloudWatch" => "cloudwatch",
+        "EC2" => "ec2",
+        "ECS" => "ecs",
+        "EFS" => "elasticfilesystem",
+        "ElasticLoadBalancingV2" => "elasticloadbalancing",
+        "IAM" => "iam",
+        "Logs" => "logs",
+        "Route53" => "route53",
+        "S3" => "s3",
+        "SecretsManager" => "secretsmanager",
+        "SNS" => "sns",
+        other => panic!("{resource_type}: add the IAM prefix of {other} here and its actions to the README's deployer policy"),
+    }
+}
+
+#[test]
+fn the_readme_policy_lets_the_deployer_create_every_resource_and_pass_the_four_roles() {
+    let policy = deployer_policy();
+    let statements = policy["Statement"].as_array().expect("statements");
+    let actions: Vec<&str> = statements
+        .iter()
+        .flat_map(|s| strings(&s["Action"]))
+        .collect();
+    assert!(actions.contains(&"cloudformation:*"));
+    for settings in [example(), bursting(), provisioned()] {
+        for resource in resources(&template(&settings)).values() {
+            let kind = resource["Type"].as_str().unwrap();
+            let prefix = format!("{}:", service_prefix(kind));
+            assert!(
+                actions.iter().any(|a| a.starts_with(&prefix)),
+                "{kind}: the README's deployer policy has no {prefix} action"
+            );
+        }
+    }
+    let pass_role = statements
+        .iter()
+        .find(|s| s["Action"] == "iam:PassRole")
+        .expect("an iam:PassRole statement");
+    let example_template = template(&example());
+    let roles = of_type(&example_template, "AWS::IAM::Role");
+    assert_eq!(roles.len(), 4, "the README speaks of four roles");
+    let services: Vec<&str> =
+        strings(&pass_role["Condition"]["StringEquals"]["iam:PassedToService"]);
+    for (id, role) in roles {
+        let principal = role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"]
+            .as_str()
+            .expect("a service principal");
+        assert!(
+            services.contains(&principal),
+            "{id} is passed to {principal}, which the policy does not allow"
+        );
+    }
+    assert_eq!(pass_role["Resource"], "arn:aws:iam::ACCOUNT:role/STACK-*");
+}
+
 /// A venv with the pinned cfn-lint, made once and reused (a marker file says it is complete).
 fn cfn_lint() -> &'static Path {
     static LINT: OnceLock<PathBuf> = OnceLock::new();

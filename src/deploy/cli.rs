@@ -15,6 +15,7 @@ use super::settings::{self, Settings};
 use super::sizing;
 use super::stack::{is_success, DeployError, StackClient, StackEvent};
 use super::template::{appliance, TEMPLATE_BODY_MAX};
+use super::verify;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -98,6 +99,20 @@ pub enum DeployCommand {
         /// Size for this container memory (MiB) instead of the configured one.
         #[arg(long)]
         container_memory: Option<u32>,
+    },
+    /// Prove the deployed index works, as a table: DNS, certificate, redirect to HTTPS,
+    /// credentials asked for, a probe wheel uploaded, listed, read (`.metadata`), downloaded
+    /// from every replica and removed; ECS tasks, load balancer targets, EFS mount targets,
+    /// backup plan and alarms. Exit 1 naming the failed checks.
+    Verify {
+        /// Check this address instead of the stack's `Url` output.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// A task's own address: the probe is downloaded from each one given, instead of
+        /// through the load balancer until every healthy target has answered. Repeat it for
+        /// every task.
+        #[arg(long = "target", value_name = "URL")]
+        targets: Vec<String>,
     },
     /// Print the generated upload/download credentials from Secrets Manager.
     Credentials {
@@ -222,6 +237,7 @@ async fn dispatch(cli: &DeployCli) -> Result<ExitCode, Failure> {
         }
         DeployCommand::Destroy { yes } => destroy(global, *yes).await,
         DeployCommand::Credentials { json } => credentials(global, *json).await,
+        DeployCommand::Verify { url, targets } => verify(global, url.as_deref(), targets).await,
     }
 }
 
@@ -535,26 +551,36 @@ async fn credentials(global: &GlobalArgs, json: bool) -> Result<ExitCode, Failur
     let config = sdk_config(&global.aws()).await;
     let stack = StackClient::new(aws_sdk_cloudformation::Client::new(&config), &global.stack);
     let state = stack.require_state().await?;
+    let (username, password) = generated_credentials(&config, &state, &global.stack).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"username": username, "password": password})
+        );
+    } else {
+        println!("username: {username}\npassword: {password}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The user name and password the stack generated, from its secret.
+async fn generated_credentials(
+    config: &aws_config::SdkConfig,
+    state: &super::stack::StackState,
+    stack_name: &str,
+) -> Result<(String, String), Failure> {
     let arn = state
         .output(SECRET_OUTPUT)
         .ok_or_else(|| DeployError::MissingOutput {
-            stack: global.stack.clone(),
+            stack: stack_name.to_owned(),
             output: SECRET_OUTPUT.to_owned(),
         })?;
-    let secrets = aws_sdk_secretsmanager::Client::new(&config);
-    let value = secrets
+    let value = aws_sdk_secretsmanager::Client::new(config)
         .get_secret_value()
         .secret_id(arn)
         .send()
         .await
-        .map_err(|err| {
-            use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
-            Failure::Deploy(DeployError::Aws {
-                action: "GetSecretValue",
-                code: err.code().unwrap_or("Unknown").to_owned(),
-                message: err.message().unwrap_or_default().to_owned(),
-            })
-        })?;
+        .map_err(super::stack::aws_error("GetSecretValue"))?;
     let text = value.secret_string().unwrap_or_default();
     let parsed: serde_json::Value = serde_json::from_str(text)
         .map_err(|err| Failure::Other(format!("secret {arn} is not the expected JSON: {err}")))?;
@@ -565,17 +591,89 @@ async fn credentials(global: &GlobalArgs, json: bool) -> Result<ExitCode, Failur
             .unwrap_or_default()
             .to_owned()
     };
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"username": field("username"), "password": field("password")})
-        );
+    Ok((field("username"), field("password")))
+}
+
+async fn verify(
+    global: &GlobalArgs,
+    url: Option<&str>,
+    targets: &[String],
+) -> Result<ExitCode, Failure> {
+    let parse = |what: &str, text: &str| {
+        reqwest::Url::parse(text)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .ok_or_else(|| {
+                Failure::Other(format!(
+                    "{what} {text:?} is not an http(s) address like https://pypi.example.com/"
+                ))
+            })
+    };
+    let targets = targets
+        .iter()
+        .map(|t| parse("--target", t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = sdk_config(&global.aws()).await;
+    let stack = StackClient::new(aws_sdk_cloudformation::Client::new(&config), &global.stack);
+    let state = stack.require_state().await?;
+    let (username, password) = generated_credentials(&config, &state, &global.stack).await?;
+    let (base, names) = match url {
+        Some(url) => {
+            let base = parse("--url", url)?;
+            let names = vec![base.host_str().unwrap_or_default().to_owned()];
+            (base, names)
+        }
+        None => {
+            let first = state
+                .output("Url")
+                .ok_or_else(|| DeployError::MissingOutput {
+                    stack: global.stack.clone(),
+                    output: "Url".to_owned(),
+                })?;
+            let base = parse("the stack's Url output", first)?;
+            let all = state.output("AllUrls").unwrap_or(first);
+            let names = all
+                .split_whitespace()
+                .filter_map(|u| reqwest::Url::parse(u).ok())
+                .filter_map(|u| u.host_str().map(str::to_owned))
+                .collect();
+            (base, names)
+        }
+    };
+    let parts = verify::services::Parts {
+        cluster: state.output("ClusterName").map(str::to_owned),
+        service: state.output("ServiceName").map(str::to_owned),
+        target_group: stack.physical_id("TargetGroup").await?,
+        file_system: state.output("FileSystemId").map(str::to_owned),
+        backup_plan: stack.physical_id("BackupPlan").await?,
+        alarms: state
+            .outputs
+            .iter()
+            .filter(|(key, _, _)| key.ends_with("AlarmArn"))
+            .filter_map(|(_, arn, _)| verify::services::alarm_name(arn).map(str::to_owned))
+            .collect(),
+    };
+    let (mut rows, healthy) = verify::services::check(&config, &parts).await;
+    let endpoint = verify::endpoint::Endpoint {
+        base,
+        names,
+        username,
+        password,
+        replicas: if targets.is_empty() {
+            verify::endpoint::Replicas::Through(healthy)
+        } else {
+            verify::endpoint::Replicas::Each(targets)
+        },
+    };
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let probe = verify::probe::Probe::new(stamp);
+    rows.extend(verify::endpoint::check(&endpoint, &probe).await);
+    print!("{}", verify::table(&rows));
+    Ok(if rows.iter().all(|r| r.passed) {
+        ExitCode::SUCCESS
     } else {
-        println!(
-            "username: {}\npassword: {}",
-            field("username"),
-            field("password")
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+        ExitCode::FAILURE
+    })
 }

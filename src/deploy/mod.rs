@@ -9,6 +9,7 @@
 //! - [`preflight`]: the account and network checked before any change set.
 //! - [`protection`]: termination and deletion protection, on and off.
 //! - [`render`]: diffs, events, outputs and drift as text.
+//! - [`verify`]: proof that a deployed appliance works.
 //! - [`cli`]: the commands.
 
 pub mod account;
@@ -22,3 +23,4 @@ pub mod settings;
 pub mod sizing;
 pub mod stack;
 pub mod template;
+pub mod verify;

@@ -10,6 +10,7 @@ mod in_flight;
 mod page_cache;
 mod pages;
 mod render;
+mod replica;
 mod rpc;
 mod upload;
 mod warden;
@@ -221,6 +222,7 @@ fn build_with(
             })
         }))
         .attach(access_log::AccessLog)
+        .attach(replica::ReplicaName::of_this_process())
         .mount("/", vec![health])
         .mount(
             "/",

@@ -6,7 +6,8 @@
 //! from locally built images, sharing one Docker volume) and `processes` (LocalStack and three
 //! `wheelhouse` processes on loopback sharing one temp directory). `WHEELHOUSE_INTEGRATION`
 //! chooses: `containers`, `processes`, or `both`; unset, both run when a Docker engine answers
-//! and `processes` alone otherwise.
+//! and `processes` alone otherwise. `aws` runs the release checklist against a real account
+//! instead (see `acceptance`).
 //!
 //! Run with `cargo test --workspace` (which builds the binaries this suite starts) or, after a
 //! `cargo build --workspace`, `cargo test -p wheelhouse-integration`.
@@ -16,6 +17,7 @@ mod common;
 #[path = "../../../tests/localstack/mod.rs"]
 mod localstack;
 
+mod acceptance;
 mod cluster;
 mod steps;
 
@@ -38,7 +40,7 @@ fn modes() -> Result<Vec<Mode>, String> {
             vec![Mode::Processes]
         }),
         Ok(other) => Err(format!(
-            "WHEELHOUSE_INTEGRATION={other:?}: expected containers, processes or both"
+            "WHEELHOUSE_INTEGRATION={other:?}: expected containers, processes, both or aws"
         )),
         Err(err) => Err(format!("WHEELHOUSE_INTEGRATION: {err}")),
     }
@@ -48,6 +50,9 @@ fn main() -> ExitCode {
     let mut args = Arguments::from_args();
     // The steps build on each other: one at a time, in order.
     args.test_threads = Some(1);
+    if std::env::var("WHEELHOUSE_INTEGRATION").as_deref() == Ok("aws") {
+        return acceptance_run(&args);
+    }
     let modes = match modes() {
         Ok(modes) => modes,
         Err(message) => {
@@ -89,9 +94,32 @@ fn main() -> ExitCode {
     conclusion.exit_code()
 }
 
-fn run_step(scenario: &Mutex<Scenario>, step: fn(&mut Scenario)) -> Result<(), Failed> {
-    let mut scenario = scenario.lock().unwrap_or_else(|e| e.into_inner());
-    catch(|| step(&mut scenario))
+fn acceptance_run(args: &Arguments) -> ExitCode {
+    let acceptance = match acceptance::Acceptance::from_env() {
+        Ok(acceptance) => Arc::new(Mutex::new(acceptance)),
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let trials = acceptance::STEPS
+        .iter()
+        .enumerate()
+        .map(|(number, (name, step))| {
+            let acceptance = acceptance.clone();
+            let step = *step;
+            Trial::test(format!("aws::step{}_{name}", number + 1), move || {
+                run_step(&acceptance, step)
+            })
+        })
+        .collect();
+    libtest_mimic::run(args, trials).exit_code()
+}
+
+/// One step over the state the steps share; a step that failed leaves it usable for the next.
+fn run_step<S>(state: &Mutex<S>, step: fn(&mut S)) -> Result<(), Failed> {
+    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    catch(|| step(&mut state))
 }
 
 /// A failed assertion becomes the trial's failure message instead of tearing the run down.

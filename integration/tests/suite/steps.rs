@@ -26,6 +26,7 @@ type Step = fn(&mut Scenario);
 pub(crate) const STEPS: &[(&str, Step)] = &[
     ("deploy_up_and_read_the_credentials", deploy_up),
     ("replicas_start_with_the_stack_credentials", start_replicas),
+    ("verify_proves_every_replica_serves", verify_replicas),
     (
         "upload_then_install_from_every_replica",
         upload_then_install,
@@ -304,6 +305,71 @@ fn start_replicas(s: &mut Scenario) {
         assert_eq!(open.status(), StatusCode::UNAUTHORIZED, "replica {replica}");
         let listed = s.get(replica, "/simple/").send().unwrap();
         assert_eq!(listed.status(), StatusCode::OK, "replica {replica}");
+    }
+}
+
+/// `wheelhouse-deploy verify` with the stack's credentials from LocalStack, the replicas as the
+/// tasks: everything a client sees passes, on every replica, and the probe leaves no trace.
+fn verify_replicas(s: &mut Scenario) {
+    let urls: Vec<String> = (0..3).map(|r| s.cluster().url(r)).collect();
+    let mut args = vec!["verify", "--url", urls[0].as_str()];
+    for url in &urls {
+        args.extend(["--target", url.as_str()]);
+    }
+    let output = s.deploy(&args);
+    let report = console::strip_ansi_codes(&String::from_utf8_lossy(&output.stdout)).into_owned();
+    let passed = |check: &str| {
+        report
+            .lines()
+            .any(|line| line.starts_with("ok  ") && line[4..].trim_start().starts_with(check))
+    };
+    for check in [
+        "/simple/ without credentials is 401",
+        "probe upload",
+        "probe listed",
+        "probe .metadata (PEP 658)",
+        "probe removed",
+    ] {
+        assert!(passed(check), "{check} did not pass:\n{}", text(&output));
+    }
+    for url in &urls {
+        assert!(
+            passed(&format!("download from {url}/ (")),
+            "no download from {url}:\n{}",
+            text(&output)
+        );
+    }
+    // LocalStack does not emulate ECS, ELBv2, EFS or AWS Backup (wiremock stands in for them in
+    // tests/deploy_verify.rs): only their rows may fail here, and they make the exit code 1.
+    let failed: Vec<&str> = report.lines().filter(|l| l.starts_with("FAIL")).collect();
+    for line in &failed {
+        assert!(
+            [
+                "ECS tasks running",
+                "load balancer targets healthy",
+                "EFS mount targets available",
+                "backup plan",
+            ]
+            .iter()
+            .any(|check| line[4..].trim_start().starts_with(check)),
+            "{line}:\n{}",
+            text(&output)
+        );
+    }
+    assert!(passed("alarms not in ALARM"), "{}", text(&output));
+    assert_eq!(
+        output.status.success(),
+        failed.is_empty(),
+        "{}",
+        text(&output)
+    );
+    for replica in 0..3 {
+        assert!(
+            !s.json_listing(replica)
+                .keys()
+                .any(|f| f.contains("verify_probe")),
+            "the probe is still listed by replica {replica}"
+        );
     }
 }
 

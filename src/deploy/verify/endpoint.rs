@@ -1,0 +1,526 @@
+//! The index as its clients see it, through the load balancer (or any address given).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, LOCATION};
+use reqwest::{redirect, Client, StatusCode, Url};
+use sha2::{Digest, Sha256};
+
+use super::probe::{Probe, PROJECT};
+use super::{error_chain, Row};
+
+/// The header a wheelhouse server names itself with (see `server::replica`).
+pub const REPLICA_HEADER: &str = "x-wheelhouse-replica";
+
+/// How long any one request may take: the probe is a few hundred bytes.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Downloads through the load balancer per replica expected, before giving up on hearing from
+/// every one: round robin reaches each in as many requests as there are replicas, and a
+/// balancer that routes by least outstanding requests still spreads sequential requests.
+const TRIES_PER_REPLICA: usize = 10;
+
+const SIMPLE_JSON: &str = "application/vnd.pypi.simple.v1+json";
+
+/// Where the probe is downloaded from, to hear from every replica.
+#[derive(Debug, Clone)]
+pub enum Replicas {
+    /// Each task at its own address: every one is asked once.
+    Each(Vec<Url>),
+    /// Through the load balancer, again and again until this many replicas have answered
+    /// (the healthy targets; `None` when their number could not be read).
+    Through(Option<usize>),
+}
+
+/// What to check and with what.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The index's address, e.g. `https://pypi.example.com/`.
+    pub base: Url,
+    /// Every name the index answers to: each must resolve and be on the certificate.
+    pub names: Vec<String>,
+    pub username: String,
+    pub password: String,
+    pub replicas: Replicas,
+}
+
+/// Every check of the endpoint, in order. A probe that was uploaded is removed again, whatever
+/// failed after its upload.
+pub async fn check(endpoint: &Endpoint, probe: &Probe) -> Vec<Row> {
+    let client = Client::builder()
+        .redirect(redirect::Policy::none())
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!(
+            "wheelhouse-deploy/",
+            env!("CARGO_PKG_VERSION"),
+            " verify"
+        ))
+        .build()
+        .expect("a client without custom TLS settings builds");
+    let mut rows = Vec::new();
+    let https = endpoint.base.scheme() == "https";
+    let port = endpoint.base.port_or_known_default().unwrap_or(443);
+    for name in &endpoint.names {
+        rows.push(resolves(name, port).await);
+    }
+    if https {
+        for name in &endpoint.names {
+            rows.push(certificate(&client, &endpoint.base, name).await);
+        }
+        rows.push(redirects_to_https(&client, &endpoint.base).await);
+    }
+    rows.push(asks_for_credentials(&client, &endpoint.base).await);
+
+    let uploaded = upload(&client, endpoint, probe).await;
+    let stored = uploaded.passed;
+    rows.push(uploaded);
+    if !stored {
+        rows.push(Row::fail(
+            "probe listed, read and downloaded",
+            "not tried: the upload failed",
+        ));
+        return rows;
+    }
+    let listed = listing(&client, endpoint, probe).await;
+    match listed {
+        Ok((row, file_url)) => {
+            rows.push(row);
+            rows.push(core_metadata(&client, endpoint, probe, &file_url).await);
+            rows.extend(downloads(&client, endpoint, probe, &file_url).await);
+        }
+        Err(row) => rows.push(row),
+    }
+    rows.push(remove(&client, endpoint, probe).await);
+    rows
+}
+
+async fn resolves(name: &str, port: u16) -> Row {
+    let check = format!("DNS {name}");
+    match tokio::net::lookup_host((name, port)).await {
+        Ok(addresses) => {
+            let mut ips: Vec<String> = addresses.map(|a| a.ip().to_string()).collect();
+            ips.sort();
+            ips.dedup();
+            if ips.is_empty() {
+                Row::fail(check, "resolves to no address")
+            } else {
+                Row::pass(check, ips.join(", "))
+            }
+        }
+        Err(err) => Row::fail(
+            check,
+            format!("does not resolve ({err}): the record is made by the stack in its hosted zone; a new record can take a minute to be seen"),
+        ),
+    }
+}
+
+/// The name at the base's port: any answer at all means the TLS handshake, with the system's
+/// roots and the name checked, succeeded.
+async fn certificate(client: &Client, base: &Url, name: &str) -> Row {
+    let check = format!("certificate {name}");
+    let mut url = base.clone();
+    if url.set_host(Some(name)).is_err() {
+        return Row::fail(check, format!("{name:?} is not a host name"));
+    }
+    url.set_path("/");
+    match client.get(url).send().await {
+        Ok(_) => Row::pass(check, "valid for the name, from a trusted authority"),
+        Err(err) => Row::fail(check, error_chain(&err)),
+    }
+}
+
+async fn redirects_to_https(client: &Client, base: &Url) -> Row {
+    let check = "HTTP redirects to HTTPS";
+    let mut url = base.clone();
+    // Only the port of the scheme changes: http on 80.
+    let _ = url.set_scheme("http");
+    let _ = url.set_port(None);
+    url.set_path("/simple/");
+    match client.get(url.clone()).send().await {
+        Ok(response) => {
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            if response.status().is_redirection() && location.starts_with("https://") {
+                Row::pass(
+                    check,
+                    format!("{} to {location}", response.status().as_u16()),
+                )
+            } else {
+                Row::fail(
+                    check,
+                    format!(
+                        "{url} answered {} (Location {location:?}): plain HTTP must only redirect",
+                        response.status()
+                    ),
+                )
+            }
+        }
+        Err(err) => Row::fail(check, format!("{url}: {}", error_chain(&err))),
+    }
+}
+
+async fn asks_for_credentials(client: &Client, base: &Url) -> Row {
+    let check = "/simple/ without credentials is 401";
+    let url = join(base, "simple/");
+    match client.get(url.clone()).send().await {
+        Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
+            Row::pass(check, "401, with a Basic challenge")
+        }
+        Ok(response) => Row::fail(
+            check,
+            format!(
+                "{url} answered {} to a request without credentials: the index is open to anyone who reaches it",
+                response.status()
+            ),
+        ),
+        Err(err) => Row::fail(check, format!("{url}: {}", error_chain(&err))),
+    }
+}
+
+async fn upload(client: &Client, endpoint: &Endpoint, probe: &Probe) -> Row {
+    let check = "probe upload";
+    let part = reqwest::multipart::Part::bytes(probe.bytes.clone())
+        .file_name(probe.filename.clone())
+        .mime_str("application/octet-stream")
+        .expect("a valid media type");
+    let form = reqwest::multipart::Form::new()
+        .text(":action", "file_upload")
+        .text("protocol_version", "1")
+        .text("metadata_version", "2.1")
+        .text("name", PROJECT)
+        .text("version", probe.version.clone())
+        .text("filetype", "bdist_wheel")
+        .text("pyversion", "py3")
+        .text("sha256_digest", probe.sha256.clone())
+        .part("content", part);
+    let sent = client
+        .post(endpoint.base.clone())
+        .basic_auth(&endpoint.username, Some(&endpoint.password))
+        .multipart(form)
+        .send()
+        .await;
+    match sent {
+        Ok(response) if response.status().is_success() => Row::pass(
+            check,
+            format!(
+                "{} ({} bytes) stored as {}",
+                probe.filename,
+                probe.bytes.len(),
+                endpoint.username
+            ),
+        ),
+        Ok(response) => {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            Row::fail(check, format!("{status}: {}", first_line(&body)))
+        }
+        Err(err) => Row::fail(check, error_chain(&err)),
+    }
+}
+
+/// The probe's project page (PEP 691 JSON) lists the probe with its sha256 and its core
+/// metadata; returns the file's address.
+async fn listing(client: &Client, endpoint: &Endpoint, probe: &Probe) -> Result<(Row, Url), Row> {
+    let check = "probe listed";
+    let page = join(&endpoint.base, &format!("simple/{PROJECT}/"));
+    let fail = |detail: String| Row::fail(check, format!("{page}: {detail}"));
+    let response = client
+        .get(page.clone())
+        .header(ACCEPT, SIMPLE_JSON)
+        .basic_auth(&endpoint.username, Some(&endpoint.password))
+        .send()
+        .await
+        .map_err(|err| fail(error_chain(&err)))?;
+    if !response.status().is_success() {
+        return Err(fail(format!("answered {}", response.status())));
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|err| fail(error_chain(&err)))?;
+    let body: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|err| fail(format!("not a PEP 691 page: {err}")))?;
+    let file = body["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["filename"] == probe.filename.as_str())
+        .ok_or_else(|| fail(format!("{} is not listed", probe.filename)))?;
+    if file["hashes"]["sha256"] != probe.sha256.as_str() {
+        return Err(fail(format!(
+            "listed with sha256 {}, uploaded {}",
+            file["hashes"]["sha256"], probe.sha256
+        )));
+    }
+    let has_metadata = !matches!(
+        file.get("core-metadata"),
+        None | Some(serde_json::Value::Bool(false))
+    );
+    if !has_metadata {
+        return Err(fail("listed without core-metadata (PEP 658)".to_owned()));
+    }
+    let href = file["url"].as_str().unwrap_or_default();
+    let file_url = page
+        .join(href)
+        .map_err(|err| fail(format!("file url {href:?}: {err}")))?;
+    Ok((
+        Row::pass(check, "listed with its sha256 and core-metadata"),
+        file_url,
+    ))
+}
+
+async fn core_metadata(client: &Client, endpoint: &Endpoint, probe: &Probe, file_url: &Url) -> Row {
+    let check = "probe .metadata (PEP 658)";
+    let url = Url::parse(&format!("{file_url}.metadata")).expect("a URL with a suffix");
+    let response = client
+        .get(url.clone())
+        .basic_auth(&endpoint.username, Some(&endpoint.password))
+        .send()
+        .await;
+    match response {
+        Ok(response) if response.status().is_success() => match response.text().await {
+            Ok(text) if text == probe.metadata => {
+                Row::pass(check, "the wheel's METADATA, byte for byte")
+            }
+            Ok(text) => Row::fail(
+                check,
+                format!("{url} is not the wheel's METADATA: {:?}", first_line(&text)),
+            ),
+            Err(err) => Row::fail(check, format!("{url}: {}", error_chain(&err))),
+        },
+        Ok(response) => Row::fail(check, format!("{url} answered {}", response.status())),
+        Err(err) => Row::fail(check, format!("{url}: {}", error_chain(&err))),
+    }
+}
+
+/// What one download gave: which replica sent it, and the sha256 of what it sent.
+struct Downloaded {
+    replica: String,
+    sha256: Result<String, String>,
+}
+
+async fn download(client: &Client, endpoint: &Endpoint, url: &Url) -> Downloaded {
+    let response = client
+        .get(url.clone())
+        .basic_auth(&endpoint.username, Some(&endpoint.password))
+        .send()
+        .await;
+    let response = match response {
+        Ok(response) => response,
+        Err(err) => {
+            return Downloaded {
+                replica: String::new(),
+                sha256: Err(error_chain(&err)),
+            }
+        }
+    };
+    let replica = response
+        .headers()
+        .get(REPLICA_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let status = response.status();
+    let sha256 = if status.is_success() {
+        response
+            .bytes()
+            .await
+            .map(|body| hex::encode(Sha256::digest(&body)))
+            .map_err(|err| error_chain(&err))
+    } else {
+        Err(format!("answered {status}"))
+    };
+    Downloaded { replica, sha256 }
+}
+
+fn download_row(check: String, probe: &Probe, got: &Result<String, String>) -> Row {
+    match got {
+        Ok(sha256) if *sha256 == probe.sha256 => {
+            Row::pass(check, format!("sha256 {}…", &sha256[..16]))
+        }
+        Ok(sha256) => Row::fail(check, format!("sha256 {sha256}, uploaded {}", probe.sha256)),
+        Err(err) => Row::fail(check, err.clone()),
+    }
+}
+
+async fn downloads(
+    client: &Client,
+    endpoint: &Endpoint,
+    probe: &Probe,
+    file_url: &Url,
+) -> Vec<Row> {
+    match &endpoint.replicas {
+        Replicas::Each(targets) => {
+            let mut rows = Vec::new();
+            for target in targets {
+                let url = join(target, file_url.path().trim_start_matches('/'));
+                let got = download(client, endpoint, &url).await;
+                let name = if got.replica.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", got.replica)
+                };
+                rows.push(download_row(
+                    format!("download from {target}{name}"),
+                    probe,
+                    &got.sha256,
+                ));
+            }
+            rows
+        }
+        Replicas::Through(expected) => {
+            let wanted = expected.unwrap_or(1).max(1);
+            let mut heard: BTreeMap<String, Result<String, String>> = BTreeMap::new();
+            let mut failures = Vec::new();
+            let mut requests = 0;
+            while heard.len() < wanted && requests < wanted * TRIES_PER_REPLICA {
+                requests += 1;
+                let got = download(client, endpoint, file_url).await;
+                if got.replica.is_empty() {
+                    failures.push(
+                        got.sha256
+                            .err()
+                            .unwrap_or_else(|| format!("no {REPLICA_HEADER} header in the answer")),
+                    );
+                    continue;
+                }
+                // A replica that once sent something wrong keeps its wrong answer on record.
+                let entry = heard
+                    .entry(got.replica)
+                    .or_insert_with(|| got.sha256.clone());
+                if entry.is_ok() && got.sha256.is_err() {
+                    *entry = got.sha256;
+                }
+            }
+            let mut rows: Vec<Row> = heard
+                .iter()
+                .map(|(replica, got)| {
+                    download_row(format!("download via replica {replica}"), probe, got)
+                })
+                .collect();
+            let check = "every healthy target answered";
+            rows.push(match expected {
+                None => Row::fail(check, format!("{} replica(s) answered in {requests} requests, but how many targets are healthy is unknown (see the targets row)", heard.len())),
+                Some(0) => Row::fail(check, "no target is healthy (see the targets row)"),
+                Some(n) if heard.len() >= *n => Row::pass(check, format!("{} of {n} in {requests} requests", heard.len())),
+                Some(n) => Row::fail(
+                    check,
+                    format!(
+                        "{} of {n} answered in {requests} requests{}",
+                        heard.len(),
+                        failures.first().map(|f| format!("; failed requests: {} (first: {f})", failures.len())).unwrap_or_default()
+                    ),
+                ),
+            });
+            rows
+        }
+    }
+}
+
+/// Removes the probe, and proves it is gone.
+async fn remove(client: &Client, endpoint: &Endpoint, probe: &Probe) -> Row {
+    let check = "probe removed";
+    let sent = client
+        .post(endpoint.base.clone())
+        .basic_auth(&endpoint.username, Some(&endpoint.password))
+        .form(&[
+            (":action", "remove_pkg"),
+            ("name", PROJECT),
+            ("version", probe.version.as_str()),
+        ])
+        .send()
+        .await;
+    match sent {
+        Ok(response) if response.status().is_success() => {}
+        Ok(response) => {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            return Row::fail(
+                check,
+                format!(
+                    "{status}: {} — remove {} by hand",
+                    first_line(&body),
+                    probe.filename
+                ),
+            );
+        }
+        Err(err) => {
+            return Row::fail(
+                check,
+                format!("{} — remove {} by hand", error_chain(&err), probe.filename),
+            )
+        }
+    }
+    let page = join(&endpoint.base, &format!("simple/{PROJECT}/"));
+    let still_listed = client
+        .get(page)
+        .header(ACCEPT, SIMPLE_JSON)
+        .basic_auth(&endpoint.username, Some(&endpoint.password))
+        .send()
+        .await
+        .ok()
+        .filter(|r| r.status().is_success())
+        .map(|r| r.text());
+    let still_listed = match still_listed {
+        Some(text) => text.await.unwrap_or_default().contains(&probe.filename),
+        None => false,
+    };
+    if still_listed {
+        Row::fail(
+            check,
+            format!("removed, but {} is still listed", probe.filename),
+        )
+    } else {
+        Row::pass(check, "and no longer listed")
+    }
+}
+
+/// `base` joined with a relative path, as a directory: `https://h/` + `simple/` is
+/// `https://h/simple/`, and a base with a path keeps it.
+fn join(base: &Url, relative: &str) -> Url {
+    let mut base = base.clone();
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    base.join(relative).expect("a relative path joins")
+}
+
+fn first_line(text: &str) -> &str {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(200) {
+        Some((end, _)) => &line[..end],
+        None => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_join_under_the_base() {
+        let base = Url::parse("https://pypi.example.com/team").unwrap();
+        assert_eq!(
+            join(&base, "simple/").as_str(),
+            "https://pypi.example.com/team/simple/"
+        );
+        let root = Url::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            join(&root, "packages/a.whl").as_str(),
+            "http://127.0.0.1:8080/packages/a.whl"
+        );
+    }
+
+    #[test]
+    fn a_long_first_line_is_cut_on_a_character() {
+        let text = "é".repeat(300);
+        assert_eq!(first_line(&text).chars().count(), 200);
+        assert_eq!(first_line("one\ntwo"), "one");
+    }
+}
