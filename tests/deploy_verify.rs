@@ -463,3 +463,100 @@ fn a_name_that_does_not_resolve_is_a_failing_row() {
         "{upload:?}"
     );
 }
+
+/// A TLS server whose certificate no authority signed, killed when dropped.
+struct SelfSigned {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for SelfSigned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const HTTPS_SERVER: &str = "
+import http.server, ssl, sys
+server = http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), http.server.BaseHTTPRequestHandler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[2], sys.argv[3])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+";
+
+fn self_signed() -> SelfSigned {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (Debian's openssl package) makes the test certificate");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = common::free_port();
+    let child = std::process::Command::new("python3")
+        .args(["-c", HTTPS_SERVER, &port.to_string()])
+        .arg(&cert)
+        .arg(&key)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    let server = SelfSigned {
+        child,
+        port,
+        _dir: dir,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TLS server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    server
+}
+
+#[test]
+fn a_certificate_no_authority_signed_is_a_failing_row() {
+    let server = self_signed();
+    let rows = check(
+        &Endpoint {
+            names: vec!["localhost".into()],
+            ..endpoint(
+                &format!("https://localhost:{}/", server.port),
+                PASSWORD,
+                Replicas::Through(Some(1)),
+            )
+        },
+        &Probe::new(1_700_000_007),
+    );
+    assert!(row(&rows, "DNS localhost").passed, "{rows:#?}");
+    let certificate = row(&rows, "certificate localhost");
+    assert!(!certificate.passed);
+    assert!(
+        certificate.detail.contains("invalid peer certificate"),
+        "{certificate:?}"
+    );
+    // Plain HTTP on port 80 of this machine answers nothing, and certainly no redirect.
+    assert!(!row(&rows, "HTTP redirects to HTTPS").passed, "{rows:#?}");
+    assert!(!row(&rows, "probe upload").passed, "{rows:#?}");
+}
