@@ -47,6 +47,7 @@ fn provisioned() -> Settings {
         alarm_emails: vec!["ops@example.com".into(), "oncall@example.com".into()],
         alarm_topic_arns: vec!["arn:aws:sns:eu-west-1:123456789012:pager".into()],
         secret_readers: vec!["arn:aws:iam::123456789012:role/deployer".into()],
+        users: vec!["alice".into(), "ci-bot".into()],
         instance_policy_arns: vec!["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore".into()],
         instance_policy_statements: vec![serde_json::json!({
             "Effect": "Allow",
@@ -340,66 +341,179 @@ fn no_iam_statement_has_a_wildcard_action() {
 
 #[test]
 fn the_password_is_generated_and_never_written() {
-    let t = template(&example());
-    let secret = only(&t, "AWS::SecretsManager::Secret");
-    assert!(secret.get("SecretString").is_none());
-    let generate = &secret["GenerateSecretString"];
-    assert_eq!(generate["GenerateStringKey"], "password");
-    assert_eq!(generate["PasswordLength"], 32);
-    assert_eq!(generate["ExcludePunctuation"], true);
-    let template: Value =
-        serde_json::from_str(generate["SecretStringTemplate"].as_str().unwrap()).unwrap();
-    assert_eq!(template, serde_json::json!({ "username": "wheelhouse" }));
-
-    walk(&t, None, &mut |key, value| {
-        assert!(
-            !key.is_some_and(|k| k.eq_ignore_ascii_case("password")),
-            "a password key: {value}"
-        );
-        assert!(key != Some("SecretString"), "a secret string: {value}");
-        if let Some(text) = value.as_str() {
-            if text.to_ascii_lowercase().contains("password") {
-                let allowed = (key == Some("GenerateStringKey") && text == "password")
-                    || text == "WHEELHOUSE_PASSWORD"
-                    || text.ends_with(":password::")
-                    || key == Some("Description");
-                assert!(allowed, "{key:?}: {text}");
-            }
+    for settings in [example(), provisioned()] {
+        let t = template(&settings);
+        let secrets = of_type(&t, "AWS::SecretsManager::Secret");
+        assert_eq!(secrets.len(), 1 + settings.users.len());
+        let mut usernames = Vec::new();
+        for (id, secret) in secrets {
+            assert!(secret.get("SecretString").is_none(), "{id}");
+            let generate = &secret["GenerateSecretString"];
+            assert_eq!(generate["GenerateStringKey"], "password", "{id}");
+            assert_eq!(generate["PasswordLength"], 32, "{id}");
+            assert_eq!(generate["ExcludePunctuation"], true, "{id}");
+            let template: Value =
+                serde_json::from_str(generate["SecretStringTemplate"].as_str().unwrap()).unwrap();
+            let fields = template.as_object().unwrap();
+            assert_eq!(fields.len(), 1, "{id}: {template}");
+            usernames.push(template["username"].as_str().unwrap().to_owned());
         }
-    });
-    let text = serde_json::to_string(&t).unwrap();
-    assert!(
-        !text.contains("\"password\":"),
-        "a password value in the template"
+        usernames.sort();
+        let mut expected = settings.users.clone();
+        expected.push("wheelhouse".into());
+        expected.sort();
+        assert_eq!(usernames, expected);
+
+        walk(&t, None, &mut |key, value| {
+            assert!(
+                !key.is_some_and(|k| k.eq_ignore_ascii_case("password")),
+                "a password key: {value}"
+            );
+            assert!(key != Some("SecretString"), "a secret string: {value}");
+            if let Some(text) = value.as_str() {
+                if text.to_ascii_lowercase().contains("password") {
+                    let allowed = (key == Some("GenerateStringKey") && text == "password")
+                        || text.starts_with("WHEELHOUSE_PASSWORD")
+                        || text.ends_with(":password::")
+                        || key == Some("Description");
+                    assert!(allowed, "{key:?}: {text}");
+                }
+            }
+        });
+        let text = serde_json::to_string(&t).unwrap();
+        assert!(
+            !text.contains("\"password\":"),
+            "a password value in the template"
+        );
+    }
+}
+
+#[test]
+fn only_the_execution_role_and_the_readers_read_the_secrets() {
+    let settings = provisioned();
+    let t = template(&settings);
+    let secrets: Vec<&str> = of_type(&t, "AWS::SecretsManager::Secret")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(
+        secrets,
+        ["CredentialsSecret", "UserSecretAlice", "UserSecretCiBot"]
+    );
+    let mut guarded: Vec<&str> = Vec::new();
+    for (id, policy) in of_type(&t, "AWS::SecretsManager::ResourcePolicy") {
+        assert_eq!(policy["BlockPublicPolicy"], true, "{id}");
+        guarded.push(policy["SecretId"]["Ref"].as_str().unwrap());
+        let deny = policy["ResourcePolicy"]["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Effect"] == "Deny")
+            .unwrap();
+        assert_eq!(deny["Principal"]["AWS"], "*", "{id}");
+        assert_eq!(deny["Action"], "secretsmanager:GetSecretValue", "{id}");
+        let allowed = deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+            .as_array()
+            .unwrap();
+        assert_eq!(allowed[0]["Fn::GetAtt"][0], "TaskExecutionRole", "{id}");
+        assert_eq!(
+            strings(&Value::Array(allowed[1..].to_vec())),
+            settings.secret_readers,
+            "{id}"
+        );
+    }
+    guarded.sort_unstable();
+    assert_eq!(guarded, secrets, "one policy per secret");
+    // The stack's own secret keeps its policy's logical id (upgrades replace nothing).
+    assert!(resources(&t).contains_key("CredentialsSecretPolicy"));
+
+    // The execution role reads exactly these secrets, nothing else.
+    let execution = &resources(&t)["TaskExecutionRole"]["Properties"];
+    let grants: Vec<&Value> = execution["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().unwrap())
+        .collect();
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert_eq!(grants[0]["Action"], "secretsmanager:GetSecretValue");
+    let read: Vec<&str> = grants[0]["Resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(read, secrets);
+
+    // Without users, the one secret is named as it always was.
+    let plain = template(&example());
+    let grant = &resources(&plain)["TaskExecutionRole"]["Properties"]["Policies"][0]
+        ["PolicyDocument"]["Statement"][0];
+    assert_eq!(
+        grant["Resource"],
+        serde_json::json!({ "Ref": "CredentialsSecret" })
     );
 }
 
 #[test]
-fn only_the_execution_role_and_the_readers_read_the_secret() {
+fn every_user_reaches_the_task_as_a_pair_of_secrets_and_has_an_output() {
     let settings = provisioned();
     let t = template(&settings);
-    let policy = only(&t, "AWS::SecretsManager::ResourcePolicy");
-    assert_eq!(policy["BlockPublicPolicy"], true);
-    let deny = policy["ResourcePolicy"]["Statement"]
+    let container = &only(&t, "AWS::ECS::TaskDefinition")["ContainerDefinitions"][0];
+    let secrets: Vec<(&str, &str)> = container["Secrets"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["Effect"] == "Deny")
-        .unwrap();
-    assert_eq!(deny["Principal"]["AWS"], "*");
-    let allowed = deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
-        .as_array()
-        .unwrap();
-    assert_eq!(allowed[0]["Fn::GetAtt"][0], "TaskExecutionRole");
+        .map(|s| {
+            (
+                s["Name"].as_str().unwrap(),
+                s["ValueFrom"]["Fn::Sub"].as_str().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(
-        strings(&Value::Array(allowed[1..].to_vec())),
-        settings.secret_readers
+        secrets,
+        [
+            ("WHEELHOUSE_USERNAME", "${CredentialsSecret}:username::"),
+            ("WHEELHOUSE_PASSWORD", "${CredentialsSecret}:password::"),
+            ("WHEELHOUSE_USERNAME_ALICE", "${UserSecretAlice}:username::"),
+            ("WHEELHOUSE_PASSWORD_ALICE", "${UserSecretAlice}:password::"),
+            ("WHEELHOUSE_USERNAME_CIBOT", "${UserSecretCiBot}:username::"),
+            ("WHEELHOUSE_PASSWORD_CIBOT", "${UserSecretCiBot}:password::"),
+        ]
     );
+    // The server reads every pair as a user (the values stand in for what ECS reads from the
+    // secrets: the secret's id as the user name).
+    let env = secrets.iter().map(|(name, from)| {
+        let secret = from
+            .trim_start_matches("${")
+            .split('}')
+            .next()
+            .unwrap()
+            .to_owned();
+        let value = if from.ends_with(":username::") {
+            secret
+        } else {
+            "generated".to_owned()
+        };
+        ((*name).into(), value.into())
+    });
+    let users = wheelhouse::auth::StaticUser::from_vars(env).unwrap();
+    assert_eq!(users.len(), 1 + settings.users.len());
 
-    let execution = &resources(&t)["TaskExecutionRole"]["Properties"];
-    let grant = &execution["Policies"][0]["PolicyDocument"]["Statement"][0];
-    assert_eq!(grant["Action"], "secretsmanager:GetSecretValue");
-    assert_eq!(grant["Resource"]["Ref"], "CredentialsSecret");
+    let outputs = t["Outputs"].as_object().unwrap();
+    for (name, secret) in [
+        ("wheelhouse", "CredentialsSecret"),
+        ("alice", "UserSecretAlice"),
+        ("ci-bot", "UserSecretCiBot"),
+    ] {
+        let key = wheelhouse::deploy::template::user_secret_output(name);
+        assert_eq!(outputs[&key]["Value"]["Ref"], secret, "{name}: {key}");
+    }
+    assert_eq!(
+        wheelhouse::deploy::template::user_secret_output("ci-bot"),
+        "UserSecretCiBotArn"
+    );
 }
 
 #[test]
@@ -946,6 +1060,19 @@ fn production_is_protected_from_deletion_unless_the_settings_say_otherwise() {
 
 #[test]
 fn the_largest_host_extras_the_settings_accept_fit_in_ec2_user_data() {
+    // As many users as the settings take, each with its secret, policy and output, fit when
+    // the hosts take no extras.
+    let mut settings = provisioned();
+    settings.users = (1..=10).map(|i| format!("user-{i}")).collect();
+    settings.validate().expect("ten users");
+    settings.host_files.clear();
+    settings.host_commands.clear();
+    let body = template(&settings).to_string();
+    assert!(
+        body.len() <= wheelhouse::deploy::template::TEMPLATE_BODY_MAX,
+        "{} bytes of template with ten users",
+        body.len()
+    );
     let mut settings = provisioned();
     // Grow the file until one more kilobyte would be refused.
     let mut size = 1024;

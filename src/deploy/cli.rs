@@ -14,7 +14,7 @@ use super::render;
 use super::settings::{self, Settings};
 use super::sizing;
 use super::stack::{is_success, DeployError, StackClient, StackEvent};
-use super::template::{appliance, TEMPLATE_BODY_MAX};
+use super::template::{appliance, user_secret_output, TEMPLATE_BODY_MAX};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -103,6 +103,9 @@ pub enum DeployCommand {
     Credentials {
         #[arg(long)]
         json: bool,
+        /// One of the settings' `users` (default: the stack's own user, wheelhouse).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
 }
 
@@ -221,7 +224,9 @@ async fn dispatch(cli: &DeployCli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         DeployCommand::Destroy { yes } => destroy(global, *yes).await,
-        DeployCommand::Credentials { json } => credentials(global, *json).await,
+        DeployCommand::Credentials { json, user } => {
+            credentials(global, *json, user.as_deref()).await
+        }
     }
 }
 
@@ -266,7 +271,7 @@ async fn template_body(global: &GlobalArgs, settings: &Settings) -> Result<Strin
     let body = template_of(global, settings).await?.to_compact_json();
     if body.len() > TEMPLATE_BODY_MAX {
         return Err(Failure::Other(format!(
-            "the template is {} bytes, more than the {TEMPLATE_BODY_MAX} CloudFormation takes inline: shorten host_files, host_commands or instance_policy_statements",
+            "the template is {} bytes, more than the {TEMPLATE_BODY_MAX} CloudFormation takes inline: shorten host_files, host_commands or instance_policy_statements, or list fewer users",
             body.len()
         )));
     }
@@ -531,16 +536,28 @@ async fn destroy(global: &GlobalArgs, yes: bool) -> Result<ExitCode, Failure> {
     }
 }
 
-async fn credentials(global: &GlobalArgs, json: bool) -> Result<ExitCode, Failure> {
+async fn credentials(
+    global: &GlobalArgs,
+    json: bool,
+    user: Option<&str>,
+) -> Result<ExitCode, Failure> {
     let config = sdk_config(&global.aws()).await;
     let stack = StackClient::new(aws_sdk_cloudformation::Client::new(&config), &global.stack);
     let state = stack.require_state().await?;
-    let arn = state
-        .output(SECRET_OUTPUT)
-        .ok_or_else(|| DeployError::MissingOutput {
-            stack: global.stack.clone(),
-            output: SECRET_OUTPUT.to_owned(),
-        })?;
+    let output = user.map_or_else(|| SECRET_OUTPUT.to_owned(), user_secret_output);
+    let Some(arn) = state.output(&output) else {
+        return Err(match user {
+            Some(name) if output != SECRET_OUTPUT => Failure::Other(format!(
+                "stack {} has no user {name:?} (no output {output}): add it to `users` and run `up`",
+                global.stack
+            )),
+            _ => DeployError::MissingOutput {
+                stack: global.stack.clone(),
+                output,
+            }
+            .into(),
+        });
+    };
     let secrets = aws_sdk_secretsmanager::Client::new(&config);
     let value = secrets
         .get_secret_value()

@@ -45,6 +45,14 @@ const SERVER_IDLE_TIMEOUT_SECONDS: u32 = ALB_IDLE_TIMEOUT_SECONDS + 5;
 const HEALTH_PATH: &str = "/health";
 /// The output that says whether the load balancer has deletion protection.
 pub const PROTECTED_OUTPUT: &str = "Protected";
+/// The output holding the secret of `name`: the stack's own user's, or one of `users`'.
+pub fn user_secret_output(name: &str) -> String {
+    if name == crate::deploy::settings::STACK_USER {
+        "CredentialsSecretArn".to_owned()
+    } else {
+        format!("{}Arn", iam::user_secret_id(name))
+    }
+}
 /// The output holding the load balancer's ARN.
 pub const LOAD_BALANCER_OUTPUT: &str = "LoadBalancerArn";
 /// The load balancer's logical id.
@@ -57,9 +65,9 @@ pub fn appliance(settings: &Settings, sizing: &Sizing, network: &Network) -> Tem
         settings.service_name, settings.environment
     ));
     let storage = efs::file_system(&mut t, settings, network);
-    let secret = iam::credentials(&mut t, settings);
-    let roles = iam::roles(&mut t, settings, &storage, &secret);
-    iam::secret_policy(&mut t, settings, &secret, &roles.execution);
+    let credentials = iam::credentials(&mut t, settings);
+    let roles = iam::roles(&mut t, settings, &storage, &credentials);
+    iam::secret_policies(&mut t, settings, &credentials, &roles.execution);
     let front = alb::load_balancer(&mut t, settings, network);
     let compute = ecs::service(
         &mut t,
@@ -69,7 +77,7 @@ pub fn appliance(settings: &Settings, sizing: &Sizing, network: &Network) -> Tem
             network,
             storage: &storage,
             roles: &roles,
-            secret: &secret,
+            credentials: &credentials,
             front: &front,
         },
     );
@@ -103,8 +111,15 @@ pub fn appliance(settings: &Settings, sizing: &Sizing, network: &Network) -> Tem
     t.output(
         "CredentialsSecretArn",
         "Secrets Manager secret with the generated user name and password (read it with GetSecretValue as one of the allowed readers)",
-        secret.r#ref(),
+        credentials.stack_user.r#ref(),
     );
+    for (name, secret) in &credentials.users {
+        t.output(
+            &format!("{}Arn", secret.id()),
+            &format!("Secrets Manager secret with user {name} and its generated password"),
+            secret.r#ref(),
+        );
+    }
     t.output(
         "FileSystemId",
         "EFS file system of the packages; it is retained when the stack is deleted, so package data survives a destroy",
