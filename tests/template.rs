@@ -829,6 +829,7 @@ fn logical_ids_are_readable_and_resources_tagged() {
             "AWS::ApplicationAutoScaling::ScalableTarget",
             "AWS::ApplicationAutoScaling::ScalingPolicy",
             "AWS::SecretsManager::ResourcePolicy",
+            "AWS::IAM::Policy",
             "AWS::SNS::Subscription",
             "AWS::Backup::BackupSelection",
             "AWS::CloudWatch::Dashboard",
@@ -843,6 +844,166 @@ fn logical_ids_are_readable_and_resources_tagged() {
             "{id}: {tags}"
         );
     }
+}
+
+/// Every resource a value refers to: `Ref`, `Fn::GetAtt` and `${...}` in `Fn::Sub`, leaving
+/// out the pseudo parameters and `${!...}`, which `Fn::Sub` leaves as it is.
+fn references(value: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    walk(value, None, &mut |key, v| match (key, v) {
+        (Some("Ref"), Value::String(id)) if !id.starts_with("AWS::") => found.push(id.clone()),
+        (Some("Fn::GetAtt"), Value::Array(parts)) => {
+            found.push(parts[0].as_str().unwrap().to_owned());
+        }
+        (Some("Fn::Sub"), text) => {
+            let text = text
+                .as_str()
+                .or_else(|| text.get(0).and_then(Value::as_str))
+                .unwrap_or_default();
+            for piece in text.split("${").skip(1) {
+                let name = piece.split('}').next().unwrap();
+                if !name.starts_with('!') && !name.starts_with("AWS::") {
+                    found.push(name.split('.').next().unwrap().to_owned());
+                }
+            }
+        }
+        _ => {}
+    });
+    found
+}
+
+#[test]
+fn every_reference_names_a_resource_and_none_goes_round_in_a_cycle() {
+    for settings in [example(), bursting(), provisioned()] {
+        let t = template(&settings);
+        let resources = resources(&t);
+        let edges: std::collections::BTreeMap<&str, Vec<String>> = resources
+            .iter()
+            .map(|(id, resource)| {
+                let mut to = references(&resource["Properties"]);
+                to.extend(
+                    strings(&resource["DependsOn"])
+                        .iter()
+                        .map(|d| (*d).to_owned()),
+                );
+                for target in &to {
+                    assert!(resources.contains_key(target), "{id} refers to {target}");
+                }
+                (id.as_str(), to)
+            })
+            .collect();
+        // Depth first; a resource met again while it is still on the path closes a cycle.
+        fn visit<'a>(
+            id: &'a str,
+            edges: &'a std::collections::BTreeMap<&'a str, Vec<String>>,
+            path: &mut Vec<&'a str>,
+            done: &mut std::collections::BTreeSet<&'a str>,
+        ) {
+            if done.contains(id) {
+                return;
+            }
+            assert!(!path.contains(&id), "cycle: {path:?} -> {id}");
+            path.push(id);
+            for next in &edges[id] {
+                visit(next, edges, path, done);
+            }
+            path.pop();
+            done.insert(id);
+        }
+        let mut done = std::collections::BTreeSet::new();
+        for id in edges.keys() {
+            visit(id, &edges, &mut Vec::new(), &mut done);
+        }
+    }
+}
+
+#[test]
+fn the_file_system_admits_the_hosts_only_through_a_mount_target_and_never_as_root() {
+    let t = template(&example());
+    let policy = &only(&t, "AWS::EFS::FileSystem")["FileSystemPolicy"];
+    let in_policy = policy["Statement"].as_array().unwrap();
+    // The one grant: the hosts' role, through a mount target and an access point.
+    let allows: Vec<&Value> = in_policy
+        .iter()
+        .filter(|s| s["Effect"] == "Allow")
+        .collect();
+    assert_eq!(allows.len(), 1, "{policy}");
+    let allow = allows[0];
+    assert_eq!(
+        allow["Principal"]["AWS"],
+        serde_json::json!({ "Fn::GetAtt": ["InstanceRole", "Arn"] })
+    );
+    assert_eq!(
+        strings(&allow["Action"]),
+        [
+            "elasticfilesystem:ClientMount",
+            "elasticfilesystem:ClientWrite"
+        ]
+    );
+    assert_eq!(
+        allow["Condition"]["Bool"]["elasticfilesystem:AccessedViaMountTarget"],
+        "true"
+    );
+    assert!(
+        allow["Condition"]["StringLike"]["elasticfilesystem:AccessPointArn"]["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .ends_with(":access-point/*")
+    );
+    // Root access is denied to everyone, without condition; so is every action without TLS.
+    let denies: Vec<&Value> = in_policy.iter().filter(|s| s["Effect"] == "Deny").collect();
+    assert_eq!(denies.len(), 2, "{policy}");
+    for deny in &denies {
+        assert_eq!(deny["Principal"]["AWS"], "*", "{deny}");
+    }
+    let root = denies
+        .iter()
+        .find(|d| d.get("Condition").is_none())
+        .expect("an unconditional deny");
+    assert_eq!(
+        strings(&root["Action"]),
+        ["elasticfilesystem:ClientRootAccess"]
+    );
+    let tls = denies
+        .iter()
+        .find(|d| d.get("Condition").is_some())
+        .unwrap();
+    assert_eq!(tls["Condition"]["Bool"]["aws:SecureTransport"], "false");
+    assert_eq!(strings(&tls["Action"]).len(), 3, "{tls}");
+    // Nothing anywhere grants root access.
+    for statement in statements(&t) {
+        if statement["Effect"] == "Allow" {
+            assert!(
+                !statement["Action"].to_string().contains("ClientRootAccess"),
+                "{statement}"
+            );
+        }
+    }
+
+    // The role's own grant names the stack's access point, in a policy of its own (the file
+    // system names the role), and the hosts boot only once it is attached.
+    let mount = only(&t, "AWS::IAM::Policy");
+    assert_eq!(
+        mount["Roles"],
+        serde_json::json!([{ "Ref": "InstanceRole" }])
+    );
+    let grant = &mount["PolicyDocument"]["Statement"][0];
+    assert!(
+        grant["Condition"]["StringEquals"]["elasticfilesystem:AccessPointArn"]["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .ends_with(":access-point/${AccessPoint}")
+    );
+    let role = &resources(&t)["InstanceRole"]["Properties"];
+    assert!(
+        !references(role).contains(&"FileSystem".to_owned()),
+        "{role}"
+    );
+    let asg = &resources(&t)["AutoScalingGroup"];
+    assert!(
+        strings(&asg["DependsOn"]).contains(&"InstanceMountPolicy"),
+        "{asg}"
+    );
 }
 
 /// A venv with the pinned cfn-lint, made once and reused (a marker file says it is complete).
@@ -951,8 +1112,8 @@ fn hosts_reach_the_packages_only_through_an_access_point_as_the_server_user() {
     assert_eq!(point["RootDirectory"]["Path"], "/packages");
     assert_eq!(point["RootDirectory"]["CreationInfo"]["OwnerUid"], "10001");
     // The hosts' role may mount and write through the access point, never as root.
-    let role = &resources(&t)["InstanceRole"]["Properties"];
-    let statement = &role["Policies"][0]["PolicyDocument"]["Statement"][0];
+    let mount = only(&t, "AWS::IAM::Policy");
+    let statement = &mount["PolicyDocument"]["Statement"][0];
     let actions = statement["Action"].to_string();
     assert!(!actions.contains("ClientRootAccess"), "{actions}");
     assert!(
@@ -1011,9 +1172,9 @@ fn host_files_commands_statements_and_ami_come_from_the_settings() {
     assert!(first < second && second < script.find("ECS_CLUSTER").unwrap());
     // The statements go to the instance role, in a policy of their own.
     let role = &resources(&t)["InstanceRole"]["Properties"];
-    assert_eq!(role["Policies"][1]["PolicyName"], "from-settings");
+    assert_eq!(role["Policies"][0]["PolicyName"], "from-settings");
     assert_eq!(
-        role["Policies"][1]["PolicyDocument"]["Statement"][0],
+        role["Policies"][0]["PolicyDocument"]["Statement"][0],
         settings.instance_policy_statements[0]
     );
     // An AMI of one's own replaces the SSM parameter.

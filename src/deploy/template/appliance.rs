@@ -64,10 +64,11 @@ pub fn appliance(settings: &Settings, sizing: &Sizing, network: &Network) -> Tem
         "wheelhouse {} ({}): a private Python package index, replicas on ECS sharing one EFS directory",
         settings.service_name, settings.environment
     ));
-    let storage = efs::file_system(&mut t, settings, network);
     let credentials = iam::credentials(&mut t, settings);
-    let roles = iam::roles(&mut t, settings, &storage, &credentials);
+    let roles = iam::roles(&mut t, settings, &credentials);
     iam::secret_policies(&mut t, settings, &credentials, &roles.execution);
+    let storage = efs::file_system(&mut t, settings, network, &roles.instance);
+    let mount_policy = iam::mount_policy(&mut t, &roles, &storage);
     let front = alb::load_balancer(&mut t, settings, network);
     let compute = ecs::service(
         &mut t,
@@ -81,6 +82,8 @@ pub fn appliance(settings: &Settings, sizing: &Sizing, network: &Network) -> Tem
             front: &front,
         },
     );
+    // A host mounts the packages directory while it boots.
+    t.depends_on(&compute.auto_scaling_group, &mount_policy);
     if settings.backup {
         backup::plan(&mut t, settings, &storage.file_system);
     }

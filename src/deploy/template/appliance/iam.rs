@@ -12,6 +12,8 @@ use crate::deploy::settings::{user_key, Settings, STACK_USER};
 use crate::deploy::template::{Handle, Template};
 
 pub(super) struct Roles {
+    /// The ECS hosts' role.
+    pub(super) instance: Handle,
     pub(super) instance_profile: Handle,
     /// Pulls the image, writes logs and reads the credentials for the ECS agent.
     pub(super) execution: Handle,
@@ -98,27 +100,24 @@ fn user_secret(
     )
 }
 
-pub(super) fn roles(
-    t: &mut Template,
-    settings: &Settings,
-    storage: &efs::Storage,
-    credentials: &Credentials,
-) -> Roles {
+pub(super) fn roles(t: &mut Template, settings: &Settings, credentials: &Credentials) -> Roles {
     let mut instance_policies = vec![managed_policy(
         "service-role/AmazonEC2ContainerServiceforEC2Role",
     )];
     instance_policies.extend(settings.instance_policy_arns.iter().map(|arn| json!(arn)));
-    let instance_role = t.add(
-        "InstanceRole",
-        "AWS::IAM::Role",
-        json!({
-            "Description": format!("{} ECS hosts", base_name(settings)),
-            "AssumeRolePolicyDocument": assume_role_policy("ec2.amazonaws.com"),
-            "ManagedPolicyArns": instance_policies,
-            "Policies": instance_inline_policies(settings, storage),
-            "Tags": tags(settings),
-        }),
-    );
+    let mut instance_properties = json!({
+        "Description": format!("{} ECS hosts", base_name(settings)),
+        "AssumeRolePolicyDocument": assume_role_policy("ec2.amazonaws.com"),
+        "ManagedPolicyArns": instance_policies,
+        "Tags": tags(settings),
+    });
+    if !settings.instance_policy_statements.is_empty() {
+        instance_properties["Policies"] = json!([{
+            "PolicyName": "from-settings",
+            "PolicyDocument": policy(settings.instance_policy_statements.clone()),
+        }]);
+    }
+    let instance_role = t.add("InstanceRole", "AWS::IAM::Role", instance_properties);
     let instance_profile = t.add(
         "InstanceProfile",
         "AWS::IAM::InstanceProfile",
@@ -162,6 +161,7 @@ pub(super) fn roles(
     );
 
     Roles {
+        instance: instance_role,
         instance_profile,
         execution,
         task,
@@ -234,18 +234,17 @@ fn policy(statements: Vec<Value>) -> Value {
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
-/// The instance role's own statements, and the settings' `instance_policy_statements` in a
-/// policy of their own.
-fn instance_inline_policies(settings: &Settings, storage: &efs::Storage) -> Value {
-    let mut policies = vec![json!({
-        "PolicyName": "mount-packages",
-        "PolicyDocument": policy(vec![efs::client_statement(storage)]),
-    })];
-    if !settings.instance_policy_statements.is_empty() {
-        policies.push(json!({
-            "PolicyName": "from-settings",
-            "PolicyDocument": policy(settings.instance_policy_statements.clone()),
-        }));
-    }
-    Value::Array(policies)
+/// The hosts' permission to mount the packages directory, as a policy of its own: the file
+/// system's policy names the instance role, so the role cannot name the file system in turn
+/// (CloudFormation would find a cycle). The hosts must not boot before it is attached.
+pub(super) fn mount_policy(t: &mut Template, roles: &Roles, storage: &efs::Storage) -> Handle {
+    t.add(
+        "InstanceMountPolicy",
+        "AWS::IAM::Policy",
+        json!({
+            "PolicyName": "mount-packages-access-point",
+            "Roles": [roles.instance.r#ref()],
+            "PolicyDocument": policy(vec![efs::client_statement(storage)]),
+        }),
+    )
 }
