@@ -11,6 +11,7 @@ use wheelhouse::deploy::template::{appliance, Network};
 
 fn network() -> Network {
     Network {
+        region: "eu-west-1".into(),
         vpc_id: "vpc-0f1e2d3c".into(),
         vpc_cidr: "10.20.0.0/16".into(),
     }
@@ -23,13 +24,14 @@ fn template(settings: &Settings) -> Value {
     serde_json::from_str(&text).expect("the template is JSON")
 }
 
-/// Bursting throughput, no backup, no dashboard, files never move to IA.
+/// Bursting throughput, no backup, no dashboard, no access logs, files never move to IA.
 fn bursting() -> Settings {
     Settings {
         efs_throughput_mode: ThroughputMode::Bursting,
         efs_transition_to_ia: IaTransition::Word("never".into()),
         backup: false,
         dashboard: false,
+        access_logs: false,
         ..example()
     }
 }
@@ -324,8 +326,11 @@ fn no_iam_statement_has_a_wildcard_action() {
         let found = statements(&t);
         assert!(found.len() >= 6, "{found:?}");
         for statement in found {
-            for action in strings(&statement["Action"]) {
-                assert!(action != "*" && !action.ends_with(":*"), "{statement}");
+            // A deny takes away: its wildcard grants nothing.
+            if statement["Effect"] != "Deny" {
+                for action in strings(&statement["Action"]) {
+                    assert!(action != "*" && !action.ends_with(":*"), "{statement}");
+                }
             }
             assert!(statement.get("NotAction").is_none(), "{statement}");
             // "*" is only ever the resource a resource policy is attached to.
@@ -830,6 +835,7 @@ fn logical_ids_are_readable_and_resources_tagged() {
             "AWS::ApplicationAutoScaling::ScalingPolicy",
             "AWS::SecretsManager::ResourcePolicy",
             "AWS::IAM::Policy",
+            "AWS::S3::BucketPolicy",
             "AWS::SNS::Subscription",
             "AWS::Backup::BackupSelection",
             "AWS::CloudWatch::Dashboard",
@@ -1006,6 +1012,136 @@ fn the_file_system_admits_the_hosts_only_through_a_mount_target_and_never_as_roo
     );
 }
 
+#[test]
+fn access_logs_go_to_a_private_bucket_that_expires_them() {
+    let settings = Settings {
+        access_logs_days: 30,
+        ..example()
+    };
+    let t = template(&settings);
+    let bucket = &resources(&t)["AccessLogsBucket"];
+    assert_eq!(bucket["Type"], "AWS::S3::Bucket");
+    // Kept always: it holds the load balancer's test file from its first minutes, and
+    // CloudFormation cannot delete a bucket with objects in it.
+    assert_eq!(bucket["DeletionPolicy"], "Retain");
+    assert_eq!(bucket["UpdateReplacePolicy"], "Retain");
+    let properties = &bucket["Properties"];
+    assert_eq!(
+        properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+            ["ServerSideEncryptionByDefault"]["SSEAlgorithm"],
+        "AES256"
+    );
+    let block = &properties["PublicAccessBlockConfiguration"];
+    for key in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(block[key], true, "{key}");
+    }
+    assert_eq!(
+        properties["OwnershipControls"]["Rules"][0]["ObjectOwnership"],
+        "BucketOwnerEnforced"
+    );
+    let rule = &properties["LifecycleConfiguration"]["Rules"][0];
+    assert_eq!(rule["Status"], "Enabled");
+    assert_eq!(rule["ExpirationInDays"], 30);
+
+    // The load balancer writes under its prefix, and is created only once it may.
+    let lb = &resources(&t)["LoadBalancer"];
+    let attribute = |key: &str| {
+        lb["Properties"]["LoadBalancerAttributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["Key"] == key)
+            .map(|a| a["Value"].clone())
+    };
+    assert_eq!(attribute("access_logs.s3.enabled").unwrap(), "true");
+    assert_eq!(
+        attribute("access_logs.s3.bucket").unwrap(),
+        serde_json::json!({ "Ref": "AccessLogsBucket" })
+    );
+    let prefix = attribute("access_logs.s3.prefix").unwrap();
+    assert!(strings(&lb["DependsOn"]).contains(&"AccessLogsBucketPolicy"));
+
+    let policy = only(&t, "AWS::S3::BucketPolicy");
+    assert_eq!(policy["Bucket"]["Ref"], "AccessLogsBucket");
+    let statements = policy["PolicyDocument"]["Statement"].as_array().unwrap();
+    let allow = statements.iter().find(|s| s["Effect"] == "Allow").unwrap();
+    // eu-west-1 opened before August 2022: its Elastic Load Balancing account delivers.
+    assert_eq!(
+        allow["Principal"]["AWS"]["Fn::Sub"],
+        "arn:${AWS::Partition}:iam::156460612806:root"
+    );
+    assert_eq!(allow["Action"], "s3:PutObject");
+    assert_eq!(
+        allow["Resource"]["Fn::Sub"],
+        format!(
+            "${{AccessLogsBucket.Arn}}/{}/AWSLogs/${{AWS::AccountId}}/*",
+            prefix.as_str().unwrap()
+        )
+    );
+    let deny = statements.iter().find(|s| s["Effect"] == "Deny").unwrap();
+    assert_eq!(deny["Condition"]["Bool"]["aws:SecureTransport"], "false");
+    assert_eq!(
+        t["Outputs"]["AccessLogsBucket"]["Value"]["Ref"],
+        "AccessLogsBucket"
+    );
+}
+
+#[test]
+fn regions_opened_since_august_2022_take_the_log_delivery_service() {
+    let settings = example();
+    let zurich = Network {
+        region: "eu-central-2".into(),
+        ..network()
+    };
+    let t: Value =
+        serde_json::from_str(&appliance(&settings, &settings.sizing(), &zurich).to_json()).unwrap();
+    let policy = only(&t, "AWS::S3::BucketPolicy");
+    let allow = &policy["PolicyDocument"]["Statement"][0];
+    assert_eq!(allow["Effect"], "Allow");
+    assert_eq!(
+        allow["Principal"],
+        serde_json::json!({ "Service": "logdelivery.elasticloadbalancing.amazonaws.com" })
+    );
+    // And an older region of another partition names its account in that partition.
+    let beijing = Network {
+        region: "cn-north-1".into(),
+        ..network()
+    };
+    let t: Value =
+        serde_json::from_str(&appliance(&settings, &settings.sizing(), &beijing).to_json())
+            .unwrap();
+    let allow = &only(&t, "AWS::S3::BucketPolicy")["PolicyDocument"]["Statement"][0];
+    assert_eq!(
+        allow["Principal"]["AWS"]["Fn::Sub"],
+        "arn:${AWS::Partition}:iam::638102146993:root"
+    );
+}
+
+#[test]
+fn access_logs_off_leave_no_bucket_and_turn_the_logs_off() {
+    let t = template(&Settings {
+        access_logs: false,
+        ..example()
+    });
+    assert_eq!(count(&t, "AWS::S3::Bucket"), 0);
+    assert_eq!(count(&t, "AWS::S3::BucketPolicy"), 0);
+    let lb = only(&t, "AWS::ElasticLoadBalancingV2::LoadBalancer");
+    let keys: Vec<(&str, &Value)> = lb["LoadBalancerAttributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["Key"].as_str().unwrap(), &a["Value"]))
+        .filter(|(k, _)| k.starts_with("access_logs"))
+        .collect();
+    assert_eq!(keys, [("access_logs.s3.enabled", &Value::from("false"))]);
+    assert!(t["Outputs"].get("AccessLogsBucket").is_none());
+}
+
 /// A venv with the pinned cfn-lint, made once and reused (a marker file says it is complete).
 fn cfn_lint() -> &'static Path {
     static LINT: OnceLock<PathBuf> = OnceLock::new();
@@ -1042,7 +1178,11 @@ fn cfn_lint() -> &'static Path {
 
 /// Lints the template of `settings`; any error or warning fails.
 fn assert_lints_clean(name: &str, settings: &Settings) {
-    let text = appliance(settings, &settings.sizing(), &network()).to_json();
+    assert_lints_clean_in(name, settings, &network());
+}
+
+fn assert_lints_clean_in(name: &str, settings: &Settings, network: &Network) {
+    let text = appliance(settings, &settings.sizing(), network).to_json();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("{name}.json"));
     std::fs::write(&path, text).unwrap();
@@ -1065,6 +1205,12 @@ fn cfn_lint_is_clean() {
     assert_lints_clean("example", &example());
     assert_lints_clean("bursting", &bursting());
     assert_lints_clean("provisioned", &provisioned());
+    // Logs delivered by the service principal, as in regions opened since August 2022.
+    let zurich = Network {
+        region: "eu-central-2".into(),
+        ..network()
+    };
+    assert_lints_clean_in("zurich", &example(), &zurich);
 }
 
 #[test]

@@ -300,15 +300,9 @@ async fn template_of(
     global: &GlobalArgs,
     settings: &Settings,
 ) -> Result<super::template::Template, Failure> {
-    let network = if let (Some(vpc_id), Some(vpc_cidr)) = (&settings.vpc_id, &settings.vpc_cidr) {
-        super::template::Network {
-            vpc_id: vpc_id.clone(),
-            vpc_cidr: vpc_cidr.clone(),
-        }
-    } else {
-        let config = sdk_config(&global.aws()).await;
-        super::network::resolve(settings, &aws_sdk_ec2::Client::new(&config)).await?
-    };
+    // The region counts even when the settings give the VPC: the template depends on it.
+    let config = sdk_config(&global.aws()).await;
+    let network = super::network::resolve(settings, &aws_sdk_ec2::Client::new(&config)).await?;
     Ok(appliance(settings, &settings.sizing(), &network))
 }
 

@@ -162,6 +162,11 @@ pub struct Settings {
     /// Shell commands the hosts run at boot, once the volume is mounted and before they join
     /// the cluster. One that fails stops the set-up: the host powers off and is replaced.
     pub host_commands: Vec<String>,
+    /// The load balancer's access logs, to an S3 bucket of the stack's (kept when the stack
+    /// goes: see the README).
+    pub access_logs: bool,
+    /// Days an access log is kept before the bucket's lifecycle rule deletes it.
+    pub access_logs_days: u32,
     /// Who may reach the load balancer.
     pub allowed_cidrs: Vec<String>,
     /// CloudWatch Logs retention of the server's log group.
@@ -214,6 +219,8 @@ impl Default for Settings {
             host_files: Vec::new(),
             host_commands: Vec::new(),
             protection: None,
+            access_logs: true,
+            access_logs_days: 90,
             allowed_cidrs: vec!["0.0.0.0/0".into()],
             log_retention_days: 30,
         }
@@ -811,6 +818,13 @@ impl Settings {
                     "a command must be non-empty text",
                 );
             }
+        }
+        if !(1..=3653).contains(&self.access_logs_days) {
+            fail(
+                "access_logs_days",
+                self.access_logs_days.to_string(),
+                "must be 1-3653 days",
+            );
         }
         if self.allowed_cidrs.is_empty() {
             fail(
@@ -1501,6 +1515,23 @@ mod tests {
         );
         let many: Vec<String> = (0..=USERS_MAX).map(|i| format!("user{i}")).collect();
         assert!(error_of(|s| s.users = many).starts_with("users = 11 users: at most 10"));
+    }
+
+    #[test]
+    fn err_access_logs_days() {
+        assert_eq!(
+            error_of(|s| s.access_logs_days = 0),
+            "access_logs_days = 0: must be 1-3653 days"
+        );
+        assert_eq!(
+            error_of(|s| s.access_logs_days = 3654),
+            "access_logs_days = 3654: must be 1-3653 days"
+        );
+        let mut settings = example();
+        settings.access_logs_days = 1;
+        settings.validate().unwrap();
+        assert!(example().access_logs);
+        assert_eq!(example().access_logs_days, 90);
     }
 
     #[test]

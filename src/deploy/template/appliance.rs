@@ -23,9 +23,11 @@ use super::{sub, Handle, Resource, Template};
 use crate::deploy::settings::Settings;
 use crate::deploy::sizing::Sizing;
 
-/// The VPC the stack goes into, resolved before the template is built.
+/// Where the stack goes, resolved before the template is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Network {
+    /// The region, e.g. `eu-west-1`: who delivers the load balancer's logs depends on it.
+    pub region: String,
     pub vpc_id: String,
     pub vpc_cidr: String,
 }
@@ -128,6 +130,13 @@ pub fn appliance(settings: &Settings, sizing: &Sizing, network: &Network) -> Tem
         "EFS file system of the packages; it is retained when the stack is deleted, so package data survives a destroy",
         storage.file_system.r#ref(),
     );
+    if let Some(bucket) = &front.access_logs {
+        t.output(
+            "AccessLogsBucket",
+            "S3 bucket of the load balancer's access logs (under alb/); it is retained when the stack is deleted",
+            bucket.r#ref(),
+        );
+    }
     t.output(
         "LoadBalancerDnsName",
         "DNS name of the load balancer",
@@ -277,6 +286,10 @@ enum Lifetime {
     OutlivesTheStack,
     /// Goes with the stack.
     WithTheStack,
+    /// Outlives the stack and any replacement, even a failed first create: for a bucket that
+    /// holds objects from its first minutes (the load balancer writes a test file into its
+    /// log bucket), which CloudFormation could not delete, failing the rollback.
+    Kept,
 }
 
 /// A resource that holds data, with its [`Lifetime`] said explicitly.
@@ -290,6 +303,7 @@ fn stateful(
     let (deletion, replace) = match lifetime {
         Lifetime::OutlivesTheStack => ("RetainExceptOnCreate", "Retain"),
         Lifetime::WithTheStack => ("Delete", "Delete"),
+        Lifetime::Kept => ("Retain", "Retain"),
     };
     t.insert(
         id,
