@@ -3,6 +3,7 @@
 //! else reads the arguments.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::net::{IpAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,9 +43,14 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 #[command(after_help = concat!(
-    "Credentials: besides -P, one user can be given through the environment variables ",
-    "WHEELHOUSE_USERNAME and WHEELHOUSE_PASSWORD (both or neither), as a container ",
-    "platform injects a secret.\n\nLog filtering can be refined with RUST_LOG (e.g. RUST_LOG=wheelhouse=debug)."
+    "Credentials: besides -P, users can be given through the environment, as a container ",
+    "platform injects secrets: one by WHEELHOUSE_USERNAME and WHEELHOUSE_PASSWORD, and any ",
+    "number more by pairs WHEELHOUSE_USERNAME_<SUFFIX> and WHEELHOUSE_PASSWORD_<SUFFIX> with ",
+    "the same suffix (e.g. WHEELHOUSE_USERNAME_CI=ci-bot and WHEELHOUSE_PASSWORD_CI=...). ",
+    "Both halves of a pair or neither; the password is plain text, compared as it is; an ",
+    "empty value counts as unset. A pair with a half missing, a user name with ':' or a user ",
+    "given twice stops the server at start-up.",
+    "\n\nLog filtering can be refined with RUST_LOG (e.g. RUST_LOG=wheelhouse=debug)."
 ))]
 pub struct RunArgs {
     /// Package directories; uploads go to the first. Each is scanned recursively.
@@ -230,7 +236,9 @@ pub struct ServerConfig {
     pub index: IndexConfig,
     pub protected: HashSet<Action>,
     pub htpasswd: Option<PathBuf>,
-    pub static_user: Option<StaticUser>,
+    /// The users of the environment (`WHEELHOUSE_USERNAME`/`WHEELHOUSE_PASSWORD` and their
+    /// suffixed pairs).
+    pub env_users: Vec<StaticUser>,
     pub fallback_url: Option<String>,
     pub health_endpoint: String,
     pub health_requires: Option<PathBuf>,
@@ -318,6 +326,14 @@ impl RunArgs {
     /// Checks every option and reads the environment; every error names the option and the
     /// bad value.
     pub fn into_config(self) -> Result<ServerConfig, String> {
+        self.into_config_with_env(std::env::vars_os())
+    }
+
+    /// [`RunArgs::into_config`] with the environment given, not read from the process.
+    pub fn into_config_with_env(
+        self,
+        env: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<ServerConfig, String> {
         let directories = if self.directories.is_empty() {
             let home = std::env::var_os("HOME").ok_or(
                 "no PACKAGES_DIRECTORY given and HOME is not set to find the default ~/packages",
@@ -345,10 +361,10 @@ impl RunArgs {
                 self.authenticate
             ));
         }
-        let static_user = StaticUser::from_env()?;
-        if protected.is_empty() && (htpasswd.is_some() || static_user.is_some()) {
+        let env_users = StaticUser::from_vars(env).map_err(|err| err.to_string())?;
+        if protected.is_empty() && (htpasswd.is_some() || !env_users.is_empty()) {
             tracing::warn!(
-                "-a . protects nothing: the password file and {ENV_USERNAME}/{ENV_PASSWORD} are not used"
+                "-a . protects nothing: the password file and the users of {ENV_USERNAME}/{ENV_PASSWORD} are not used"
             );
         }
         let hash_algo = parse_hash_algo(&self.hash_algo)
@@ -422,7 +438,7 @@ impl RunArgs {
             },
             protected,
             htpasswd,
-            static_user,
+            env_users,
             fallback_url: (!self.disable_fallback).then_some(self.fallback_url),
             health_endpoint: self.health_endpoint,
             health_requires: self.health_requires,

@@ -185,10 +185,10 @@ fn health_answers_ok_without_auth() {
             "/healthz",
         ],
         |c| {
-            c.static_user = Some(wheelhouse::auth::StaticUser {
+            c.env_users = vec![wheelhouse::auth::StaticUser {
                 username: "u".into(),
                 password: "p".into(),
-            })
+            }]
         },
     );
     assert_eq!(app.get("/healthz").into_string().unwrap(), "Ok");
@@ -1277,10 +1277,10 @@ fn password_file_changes_apply_without_restart() {
 #[test]
 fn environment_user_is_accepted() {
     let app = TestApp::with_config(&["-a", "update,list"], |c| {
-        c.static_user = Some(wheelhouse::auth::StaticUser {
+        c.env_users = vec![wheelhouse::auth::StaticUser {
             username: "ci".into(),
             password: "from-secrets-manager".into(),
-        })
+        }]
     });
     assert_eq!(app.get("/simple/").status(), Status::Unauthorized);
     assert_eq!(
@@ -1292,6 +1292,93 @@ fn environment_user_is_accepted() {
         app.upload_wheel("demo-pkg", "1.1", Some(("ci", "guess")))
             .status(),
         Status::Forbidden
+    );
+}
+
+/// The configuration of `wheelhouse run ARGS DIR` in the environment `env`, as it starts.
+fn config_in_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Result<ServerConfig, String> {
+    let mut argv = vec!["wheelhouse", "run"];
+    argv.extend_from_slice(args);
+    argv.push(dir.to_str().unwrap());
+    let Command::Run(run) = Cli::try_parse_from(argv).unwrap().command else {
+        panic!("not a run command")
+    };
+    run.into_config_with_env(env.iter().map(|(k, v)| ((*k).into(), (*v).into())))
+}
+
+#[test]
+fn every_user_of_the_environment_logs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("WHEELHOUSE_USERNAME", "wheelhouse"),
+        ("WHEELHOUSE_PASSWORD", "generated-1"),
+        ("WHEELHOUSE_USERNAME_CIBOT", "ci-bot"),
+        ("WHEELHOUSE_PASSWORD_CIBOT", "generated-2"),
+        ("WHEELHOUSE_USERNAME_ALICE", "alice"),
+        ("WHEELHOUSE_PASSWORD_ALICE", "generated-3"),
+    ];
+    let config = config_in_env(&["-a", "update,list"], dir.path(), &env).unwrap();
+    let client = Client::tracked(wheelhouse::server::build(&config).unwrap()).unwrap();
+    let app = TestApp { dir, client };
+    for (version, user, password) in [
+        ("1.0", "wheelhouse", "generated-1"),
+        ("1.1", "ci-bot", "generated-2"),
+        ("1.2", "alice", "generated-3"),
+    ] {
+        assert_eq!(
+            app.upload_wheel("demo-pkg", version, Some((user, password)))
+                .status(),
+            Status::Ok,
+            "{user}"
+        );
+        let auth = basic(user, password);
+        assert_eq!(
+            app.get_with("/simple/", &[("Authorization", &auth)])
+                .status(),
+            Status::Ok,
+            "{user}"
+        );
+    }
+    // Each password is its own user's only.
+    assert_eq!(
+        app.upload_wheel("demo-pkg", "2.0", Some(("alice", "generated-2")))
+            .status(),
+        Status::Forbidden
+    );
+    assert_eq!(app.get("/simple/").status(), Status::Unauthorized);
+}
+
+#[test]
+fn err_a_user_of_the_environment_without_its_password_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = config_in_env(
+        &["-a", "update"],
+        dir.path(),
+        &[
+            ("WHEELHOUSE_USERNAME", "wheelhouse"),
+            ("WHEELHOUSE_PASSWORD", "generated-1"),
+            ("WHEELHOUSE_USERNAME_CIBOT", "ci-bot"),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "WHEELHOUSE_USERNAME_CIBOT is set but WHEELHOUSE_PASSWORD_CIBOT is not"
+    );
+    let err = config_in_env(
+        &["-a", "update"],
+        dir.path(),
+        &[
+            ("WHEELHOUSE_USERNAME_A", "ci"),
+            ("WHEELHOUSE_PASSWORD_A", "one"),
+            ("WHEELHOUSE_USERNAME_B", "ci"),
+            ("WHEELHOUSE_PASSWORD_B", "two"),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "user \"ci\" is given twice, by WHEELHOUSE_USERNAME_A and by WHEELHOUSE_USERNAME_B"
     );
 }
 

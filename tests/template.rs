@@ -11,6 +11,7 @@ use wheelhouse::deploy::template::{appliance, Network};
 
 fn network() -> Network {
     Network {
+        region: "eu-west-1".into(),
         vpc_id: "vpc-0f1e2d3c".into(),
         vpc_cidr: "10.20.0.0/16".into(),
     }
@@ -23,13 +24,14 @@ fn template(settings: &Settings) -> Value {
     serde_json::from_str(&text).expect("the template is JSON")
 }
 
-/// Bursting throughput, no backup, no dashboard, files never move to IA.
+/// Bursting throughput, no backup, no dashboard, no access logs, files never move to IA.
 fn bursting() -> Settings {
     Settings {
         efs_throughput_mode: ThroughputMode::Bursting,
         efs_transition_to_ia: IaTransition::Word("never".into()),
         backup: false,
         dashboard: false,
+        access_logs: false,
         ..example()
     }
 }
@@ -47,6 +49,7 @@ fn provisioned() -> Settings {
         alarm_emails: vec!["ops@example.com".into(), "oncall@example.com".into()],
         alarm_topic_arns: vec!["arn:aws:sns:eu-west-1:123456789012:pager".into()],
         secret_readers: vec!["arn:aws:iam::123456789012:role/deployer".into()],
+        users: vec!["alice".into(), "ci-bot".into()],
         instance_policy_arns: vec!["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore".into()],
         instance_policy_statements: vec![serde_json::json!({
             "Effect": "Allow",
@@ -323,8 +326,11 @@ fn no_iam_statement_has_a_wildcard_action() {
         let found = statements(&t);
         assert!(found.len() >= 6, "{found:?}");
         for statement in found {
-            for action in strings(&statement["Action"]) {
-                assert!(action != "*" && !action.ends_with(":*"), "{statement}");
+            // A deny takes away: its wildcard grants nothing.
+            if statement["Effect"] != "Deny" {
+                for action in strings(&statement["Action"]) {
+                    assert!(action != "*" && !action.ends_with(":*"), "{statement}");
+                }
             }
             assert!(statement.get("NotAction").is_none(), "{statement}");
             // "*" is only ever the resource a resource policy is attached to.
@@ -340,66 +346,179 @@ fn no_iam_statement_has_a_wildcard_action() {
 
 #[test]
 fn the_password_is_generated_and_never_written() {
-    let t = template(&example());
-    let secret = only(&t, "AWS::SecretsManager::Secret");
-    assert!(secret.get("SecretString").is_none());
-    let generate = &secret["GenerateSecretString"];
-    assert_eq!(generate["GenerateStringKey"], "password");
-    assert_eq!(generate["PasswordLength"], 32);
-    assert_eq!(generate["ExcludePunctuation"], true);
-    let template: Value =
-        serde_json::from_str(generate["SecretStringTemplate"].as_str().unwrap()).unwrap();
-    assert_eq!(template, serde_json::json!({ "username": "wheelhouse" }));
-
-    walk(&t, None, &mut |key, value| {
-        assert!(
-            !key.is_some_and(|k| k.eq_ignore_ascii_case("password")),
-            "a password key: {value}"
-        );
-        assert!(key != Some("SecretString"), "a secret string: {value}");
-        if let Some(text) = value.as_str() {
-            if text.to_ascii_lowercase().contains("password") {
-                let allowed = (key == Some("GenerateStringKey") && text == "password")
-                    || text == "WHEELHOUSE_PASSWORD"
-                    || text.ends_with(":password::")
-                    || key == Some("Description");
-                assert!(allowed, "{key:?}: {text}");
-            }
+    for settings in [example(), provisioned()] {
+        let t = template(&settings);
+        let secrets = of_type(&t, "AWS::SecretsManager::Secret");
+        assert_eq!(secrets.len(), 1 + settings.users.len());
+        let mut usernames = Vec::new();
+        for (id, secret) in secrets {
+            assert!(secret.get("SecretString").is_none(), "{id}");
+            let generate = &secret["GenerateSecretString"];
+            assert_eq!(generate["GenerateStringKey"], "password", "{id}");
+            assert_eq!(generate["PasswordLength"], 32, "{id}");
+            assert_eq!(generate["ExcludePunctuation"], true, "{id}");
+            let template: Value =
+                serde_json::from_str(generate["SecretStringTemplate"].as_str().unwrap()).unwrap();
+            let fields = template.as_object().unwrap();
+            assert_eq!(fields.len(), 1, "{id}: {template}");
+            usernames.push(template["username"].as_str().unwrap().to_owned());
         }
-    });
-    let text = serde_json::to_string(&t).unwrap();
-    assert!(
-        !text.contains("\"password\":"),
-        "a password value in the template"
+        usernames.sort();
+        let mut expected = settings.users.clone();
+        expected.push("wheelhouse".into());
+        expected.sort();
+        assert_eq!(usernames, expected);
+
+        walk(&t, None, &mut |key, value| {
+            assert!(
+                !key.is_some_and(|k| k.eq_ignore_ascii_case("password")),
+                "a password key: {value}"
+            );
+            assert!(key != Some("SecretString"), "a secret string: {value}");
+            if let Some(text) = value.as_str() {
+                if text.to_ascii_lowercase().contains("password") {
+                    let allowed = (key == Some("GenerateStringKey") && text == "password")
+                        || text.starts_with("WHEELHOUSE_PASSWORD")
+                        || text.ends_with(":password::")
+                        || key == Some("Description");
+                    assert!(allowed, "{key:?}: {text}");
+                }
+            }
+        });
+        let text = serde_json::to_string(&t).unwrap();
+        assert!(
+            !text.contains("\"password\":"),
+            "a password value in the template"
+        );
+    }
+}
+
+#[test]
+fn only_the_execution_role_and_the_readers_read_the_secrets() {
+    let settings = provisioned();
+    let t = template(&settings);
+    let secrets: Vec<&str> = of_type(&t, "AWS::SecretsManager::Secret")
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(
+        secrets,
+        ["CredentialsSecret", "UserSecretAlice", "UserSecretCiBot"]
+    );
+    let mut guarded: Vec<&str> = Vec::new();
+    for (id, policy) in of_type(&t, "AWS::SecretsManager::ResourcePolicy") {
+        assert_eq!(policy["BlockPublicPolicy"], true, "{id}");
+        guarded.push(policy["SecretId"]["Ref"].as_str().unwrap());
+        let deny = policy["ResourcePolicy"]["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Effect"] == "Deny")
+            .unwrap();
+        assert_eq!(deny["Principal"]["AWS"], "*", "{id}");
+        assert_eq!(deny["Action"], "secretsmanager:GetSecretValue", "{id}");
+        let allowed = deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+            .as_array()
+            .unwrap();
+        assert_eq!(allowed[0]["Fn::GetAtt"][0], "TaskExecutionRole", "{id}");
+        assert_eq!(
+            strings(&Value::Array(allowed[1..].to_vec())),
+            settings.secret_readers,
+            "{id}"
+        );
+    }
+    guarded.sort_unstable();
+    assert_eq!(guarded, secrets, "one policy per secret");
+    // The stack's own secret keeps its policy's logical id (upgrades replace nothing).
+    assert!(resources(&t).contains_key("CredentialsSecretPolicy"));
+
+    // The execution role reads exactly these secrets, nothing else.
+    let execution = &resources(&t)["TaskExecutionRole"]["Properties"];
+    let grants: Vec<&Value> = execution["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().unwrap())
+        .collect();
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert_eq!(grants[0]["Action"], "secretsmanager:GetSecretValue");
+    let read: Vec<&str> = grants[0]["Resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(read, secrets);
+
+    // Without users, the one secret is named as it always was.
+    let plain = template(&example());
+    let grant = &resources(&plain)["TaskExecutionRole"]["Properties"]["Policies"][0]
+        ["PolicyDocument"]["Statement"][0];
+    assert_eq!(
+        grant["Resource"],
+        serde_json::json!({ "Ref": "CredentialsSecret" })
     );
 }
 
 #[test]
-fn only_the_execution_role_and_the_readers_read_the_secret() {
+fn every_user_reaches_the_task_as_a_pair_of_secrets_and_has_an_output() {
     let settings = provisioned();
     let t = template(&settings);
-    let policy = only(&t, "AWS::SecretsManager::ResourcePolicy");
-    assert_eq!(policy["BlockPublicPolicy"], true);
-    let deny = policy["ResourcePolicy"]["Statement"]
+    let container = &only(&t, "AWS::ECS::TaskDefinition")["ContainerDefinitions"][0];
+    let secrets: Vec<(&str, &str)> = container["Secrets"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["Effect"] == "Deny")
-        .unwrap();
-    assert_eq!(deny["Principal"]["AWS"], "*");
-    let allowed = deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
-        .as_array()
-        .unwrap();
-    assert_eq!(allowed[0]["Fn::GetAtt"][0], "TaskExecutionRole");
+        .map(|s| {
+            (
+                s["Name"].as_str().unwrap(),
+                s["ValueFrom"]["Fn::Sub"].as_str().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(
-        strings(&Value::Array(allowed[1..].to_vec())),
-        settings.secret_readers
+        secrets,
+        [
+            ("WHEELHOUSE_USERNAME", "${CredentialsSecret}:username::"),
+            ("WHEELHOUSE_PASSWORD", "${CredentialsSecret}:password::"),
+            ("WHEELHOUSE_USERNAME_ALICE", "${UserSecretAlice}:username::"),
+            ("WHEELHOUSE_PASSWORD_ALICE", "${UserSecretAlice}:password::"),
+            ("WHEELHOUSE_USERNAME_CIBOT", "${UserSecretCiBot}:username::"),
+            ("WHEELHOUSE_PASSWORD_CIBOT", "${UserSecretCiBot}:password::"),
+        ]
     );
+    // The server reads every pair as a user (the values stand in for what ECS reads from the
+    // secrets: the secret's id as the user name).
+    let env = secrets.iter().map(|(name, from)| {
+        let secret = from
+            .trim_start_matches("${")
+            .split('}')
+            .next()
+            .unwrap()
+            .to_owned();
+        let value = if from.ends_with(":username::") {
+            secret
+        } else {
+            "generated".to_owned()
+        };
+        ((*name).into(), value.into())
+    });
+    let users = wheelhouse::auth::StaticUser::from_vars(env).unwrap();
+    assert_eq!(users.len(), 1 + settings.users.len());
 
-    let execution = &resources(&t)["TaskExecutionRole"]["Properties"];
-    let grant = &execution["Policies"][0]["PolicyDocument"]["Statement"][0];
-    assert_eq!(grant["Action"], "secretsmanager:GetSecretValue");
-    assert_eq!(grant["Resource"]["Ref"], "CredentialsSecret");
+    let outputs = t["Outputs"].as_object().unwrap();
+    for (name, secret) in [
+        ("wheelhouse", "CredentialsSecret"),
+        ("alice", "UserSecretAlice"),
+        ("ci-bot", "UserSecretCiBot"),
+    ] {
+        let key = wheelhouse::deploy::template::user_secret_output(name);
+        assert_eq!(outputs[&key]["Value"]["Ref"], secret, "{name}: {key}");
+    }
+    assert_eq!(
+        wheelhouse::deploy::template::user_secret_output("ci-bot"),
+        "UserSecretCiBotArn"
+    );
 }
 
 #[test]
@@ -715,6 +834,8 @@ fn logical_ids_are_readable_and_resources_tagged() {
             "AWS::ApplicationAutoScaling::ScalableTarget",
             "AWS::ApplicationAutoScaling::ScalingPolicy",
             "AWS::SecretsManager::ResourcePolicy",
+            "AWS::IAM::Policy",
+            "AWS::S3::BucketPolicy",
             "AWS::SNS::Subscription",
             "AWS::Backup::BackupSelection",
             "AWS::CloudWatch::Dashboard",
@@ -729,6 +850,296 @@ fn logical_ids_are_readable_and_resources_tagged() {
             "{id}: {tags}"
         );
     }
+}
+
+/// Every resource a value refers to: `Ref`, `Fn::GetAtt` and `${...}` in `Fn::Sub`, leaving
+/// out the pseudo parameters and `${!...}`, which `Fn::Sub` leaves as it is.
+fn references(value: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    walk(value, None, &mut |key, v| match (key, v) {
+        (Some("Ref"), Value::String(id)) if !id.starts_with("AWS::") => found.push(id.clone()),
+        (Some("Fn::GetAtt"), Value::Array(parts)) => {
+            found.push(parts[0].as_str().unwrap().to_owned());
+        }
+        (Some("Fn::Sub"), text) => {
+            let text = text
+                .as_str()
+                .or_else(|| text.get(0).and_then(Value::as_str))
+                .unwrap_or_default();
+            for piece in text.split("${").skip(1) {
+                let name = piece.split('}').next().unwrap();
+                if !name.starts_with('!') && !name.starts_with("AWS::") {
+                    found.push(name.split('.').next().unwrap().to_owned());
+                }
+            }
+        }
+        _ => {}
+    });
+    found
+}
+
+#[test]
+fn every_reference_names_a_resource_and_none_goes_round_in_a_cycle() {
+    for settings in [example(), bursting(), provisioned()] {
+        let t = template(&settings);
+        let resources = resources(&t);
+        let edges: std::collections::BTreeMap<&str, Vec<String>> = resources
+            .iter()
+            .map(|(id, resource)| {
+                let mut to = references(&resource["Properties"]);
+                to.extend(
+                    strings(&resource["DependsOn"])
+                        .iter()
+                        .map(|d| (*d).to_owned()),
+                );
+                for target in &to {
+                    assert!(resources.contains_key(target), "{id} refers to {target}");
+                }
+                (id.as_str(), to)
+            })
+            .collect();
+        // Depth first; a resource met again while it is still on the path closes a cycle.
+        fn visit<'a>(
+            id: &'a str,
+            edges: &'a std::collections::BTreeMap<&'a str, Vec<String>>,
+            path: &mut Vec<&'a str>,
+            done: &mut std::collections::BTreeSet<&'a str>,
+        ) {
+            if done.contains(id) {
+                return;
+            }
+            assert!(!path.contains(&id), "cycle: {path:?} -> {id}");
+            path.push(id);
+            for next in &edges[id] {
+                visit(next, edges, path, done);
+            }
+            path.pop();
+            done.insert(id);
+        }
+        let mut done = std::collections::BTreeSet::new();
+        for id in edges.keys() {
+            visit(id, &edges, &mut Vec::new(), &mut done);
+        }
+    }
+}
+
+#[test]
+fn the_file_system_admits_the_hosts_only_through_a_mount_target_and_never_as_root() {
+    let t = template(&example());
+    let policy = &only(&t, "AWS::EFS::FileSystem")["FileSystemPolicy"];
+    let in_policy = policy["Statement"].as_array().unwrap();
+    // The one grant: the hosts' role, through a mount target and an access point.
+    let allows: Vec<&Value> = in_policy
+        .iter()
+        .filter(|s| s["Effect"] == "Allow")
+        .collect();
+    assert_eq!(allows.len(), 1, "{policy}");
+    let allow = allows[0];
+    assert_eq!(
+        allow["Principal"]["AWS"],
+        serde_json::json!({ "Fn::GetAtt": ["InstanceRole", "Arn"] })
+    );
+    assert_eq!(
+        strings(&allow["Action"]),
+        [
+            "elasticfilesystem:ClientMount",
+            "elasticfilesystem:ClientWrite"
+        ]
+    );
+    assert_eq!(
+        allow["Condition"]["Bool"]["elasticfilesystem:AccessedViaMountTarget"],
+        "true"
+    );
+    assert!(
+        allow["Condition"]["StringLike"]["elasticfilesystem:AccessPointArn"]["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .ends_with(":access-point/*")
+    );
+    // Root access is denied to everyone, without condition; so is every action without TLS.
+    let denies: Vec<&Value> = in_policy.iter().filter(|s| s["Effect"] == "Deny").collect();
+    assert_eq!(denies.len(), 2, "{policy}");
+    for deny in &denies {
+        assert_eq!(deny["Principal"]["AWS"], "*", "{deny}");
+    }
+    let root = denies
+        .iter()
+        .find(|d| d.get("Condition").is_none())
+        .expect("an unconditional deny");
+    assert_eq!(
+        strings(&root["Action"]),
+        ["elasticfilesystem:ClientRootAccess"]
+    );
+    let tls = denies
+        .iter()
+        .find(|d| d.get("Condition").is_some())
+        .unwrap();
+    assert_eq!(tls["Condition"]["Bool"]["aws:SecureTransport"], "false");
+    assert_eq!(strings(&tls["Action"]).len(), 3, "{tls}");
+    // Nothing anywhere grants root access.
+    for statement in statements(&t) {
+        if statement["Effect"] == "Allow" {
+            assert!(
+                !statement["Action"].to_string().contains("ClientRootAccess"),
+                "{statement}"
+            );
+        }
+    }
+
+    // The role's own grant names the stack's access point, in a policy of its own (the file
+    // system names the role), and the hosts boot only once it is attached.
+    let mount = only(&t, "AWS::IAM::Policy");
+    assert_eq!(
+        mount["Roles"],
+        serde_json::json!([{ "Ref": "InstanceRole" }])
+    );
+    let grant = &mount["PolicyDocument"]["Statement"][0];
+    assert!(
+        grant["Condition"]["StringEquals"]["elasticfilesystem:AccessPointArn"]["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .ends_with(":access-point/${AccessPoint}")
+    );
+    let role = &resources(&t)["InstanceRole"]["Properties"];
+    assert!(
+        !references(role).contains(&"FileSystem".to_owned()),
+        "{role}"
+    );
+    let asg = &resources(&t)["AutoScalingGroup"];
+    assert!(
+        strings(&asg["DependsOn"]).contains(&"InstanceMountPolicy"),
+        "{asg}"
+    );
+}
+
+#[test]
+fn access_logs_go_to_a_private_bucket_that_expires_them() {
+    let settings = Settings {
+        access_logs_days: 30,
+        ..example()
+    };
+    let t = template(&settings);
+    let bucket = &resources(&t)["AccessLogsBucket"];
+    assert_eq!(bucket["Type"], "AWS::S3::Bucket");
+    // Kept always: it holds the load balancer's test file from its first minutes, and
+    // CloudFormation cannot delete a bucket with objects in it.
+    assert_eq!(bucket["DeletionPolicy"], "Retain");
+    assert_eq!(bucket["UpdateReplacePolicy"], "Retain");
+    let properties = &bucket["Properties"];
+    assert_eq!(
+        properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+            ["ServerSideEncryptionByDefault"]["SSEAlgorithm"],
+        "AES256"
+    );
+    let block = &properties["PublicAccessBlockConfiguration"];
+    for key in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(block[key], true, "{key}");
+    }
+    assert_eq!(
+        properties["OwnershipControls"]["Rules"][0]["ObjectOwnership"],
+        "BucketOwnerEnforced"
+    );
+    let rule = &properties["LifecycleConfiguration"]["Rules"][0];
+    assert_eq!(rule["Status"], "Enabled");
+    assert_eq!(rule["ExpirationInDays"], 30);
+
+    // The load balancer writes under its prefix, and is created only once it may.
+    let lb = &resources(&t)["LoadBalancer"];
+    let attribute = |key: &str| {
+        lb["Properties"]["LoadBalancerAttributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["Key"] == key)
+            .map(|a| a["Value"].clone())
+    };
+    assert_eq!(attribute("access_logs.s3.enabled").unwrap(), "true");
+    assert_eq!(
+        attribute("access_logs.s3.bucket").unwrap(),
+        serde_json::json!({ "Ref": "AccessLogsBucket" })
+    );
+    let prefix = attribute("access_logs.s3.prefix").unwrap();
+    assert!(strings(&lb["DependsOn"]).contains(&"AccessLogsBucketPolicy"));
+
+    let policy = only(&t, "AWS::S3::BucketPolicy");
+    assert_eq!(policy["Bucket"]["Ref"], "AccessLogsBucket");
+    let statements = policy["PolicyDocument"]["Statement"].as_array().unwrap();
+    let allow = statements.iter().find(|s| s["Effect"] == "Allow").unwrap();
+    // eu-west-1 opened before August 2022: its Elastic Load Balancing account delivers.
+    assert_eq!(
+        allow["Principal"]["AWS"]["Fn::Sub"],
+        "arn:${AWS::Partition}:iam::156460612806:root"
+    );
+    assert_eq!(allow["Action"], "s3:PutObject");
+    assert_eq!(
+        allow["Resource"]["Fn::Sub"],
+        format!(
+            "${{AccessLogsBucket.Arn}}/{}/AWSLogs/${{AWS::AccountId}}/*",
+            prefix.as_str().unwrap()
+        )
+    );
+    let deny = statements.iter().find(|s| s["Effect"] == "Deny").unwrap();
+    assert_eq!(deny["Condition"]["Bool"]["aws:SecureTransport"], "false");
+    assert_eq!(
+        t["Outputs"]["AccessLogsBucket"]["Value"]["Ref"],
+        "AccessLogsBucket"
+    );
+}
+
+#[test]
+fn regions_opened_since_august_2022_take_the_log_delivery_service() {
+    let settings = example();
+    let zurich = Network {
+        region: "eu-central-2".into(),
+        ..network()
+    };
+    let t: Value =
+        serde_json::from_str(&appliance(&settings, &settings.sizing(), &zurich).to_json()).unwrap();
+    let policy = only(&t, "AWS::S3::BucketPolicy");
+    let allow = &policy["PolicyDocument"]["Statement"][0];
+    assert_eq!(allow["Effect"], "Allow");
+    assert_eq!(
+        allow["Principal"],
+        serde_json::json!({ "Service": "logdelivery.elasticloadbalancing.amazonaws.com" })
+    );
+    // And an older region of another partition names its account in that partition.
+    let beijing = Network {
+        region: "cn-north-1".into(),
+        ..network()
+    };
+    let t: Value =
+        serde_json::from_str(&appliance(&settings, &settings.sizing(), &beijing).to_json())
+            .unwrap();
+    let allow = &only(&t, "AWS::S3::BucketPolicy")["PolicyDocument"]["Statement"][0];
+    assert_eq!(
+        allow["Principal"]["AWS"]["Fn::Sub"],
+        "arn:${AWS::Partition}:iam::638102146993:root"
+    );
+}
+
+#[test]
+fn access_logs_off_leave_no_bucket_and_turn_the_logs_off() {
+    let t = template(&Settings {
+        access_logs: false,
+        ..example()
+    });
+    assert_eq!(count(&t, "AWS::S3::Bucket"), 0);
+    assert_eq!(count(&t, "AWS::S3::BucketPolicy"), 0);
+    let lb = only(&t, "AWS::ElasticLoadBalancingV2::LoadBalancer");
+    let keys: Vec<(&str, &Value)> = lb["LoadBalancerAttributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["Key"].as_str().unwrap(), &a["Value"]))
+        .filter(|(k, _)| k.starts_with("access_logs"))
+        .collect();
+    assert_eq!(keys, [("access_logs.s3.enabled", &Value::from("false"))]);
+    assert!(t["Outputs"].get("AccessLogsBucket").is_none());
 }
 
 /// The deploying principal's policy in the README, as JSON.
@@ -845,7 +1256,11 @@ fn cfn_lint() -> &'static Path {
 
 /// Lints the template of `settings`; any error or warning fails.
 fn assert_lints_clean(name: &str, settings: &Settings) {
-    let text = appliance(settings, &settings.sizing(), &network()).to_json();
+    assert_lints_clean_in(name, settings, &network());
+}
+
+fn assert_lints_clean_in(name: &str, settings: &Settings, network: &Network) {
+    let text = appliance(settings, &settings.sizing(), network).to_json();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("{name}.json"));
     std::fs::write(&path, text).unwrap();
@@ -868,6 +1283,12 @@ fn cfn_lint_is_clean() {
     assert_lints_clean("example", &example());
     assert_lints_clean("bursting", &bursting());
     assert_lints_clean("provisioned", &provisioned());
+    // Logs delivered by the service principal, as in regions opened since August 2022.
+    let zurich = Network {
+        region: "eu-central-2".into(),
+        ..network()
+    };
+    assert_lints_clean_in("zurich", &example(), &zurich);
 }
 
 #[test]
@@ -915,8 +1336,8 @@ fn hosts_reach_the_packages_only_through_an_access_point_as_the_server_user() {
     assert_eq!(point["RootDirectory"]["Path"], "/packages");
     assert_eq!(point["RootDirectory"]["CreationInfo"]["OwnerUid"], "10001");
     // The hosts' role may mount and write through the access point, never as root.
-    let role = &resources(&t)["InstanceRole"]["Properties"];
-    let statement = &role["Policies"][0]["PolicyDocument"]["Statement"][0];
+    let mount = only(&t, "AWS::IAM::Policy");
+    let statement = &mount["PolicyDocument"]["Statement"][0];
     let actions = statement["Action"].to_string();
     assert!(!actions.contains("ClientRootAccess"), "{actions}");
     assert!(
@@ -975,9 +1396,9 @@ fn host_files_commands_statements_and_ami_come_from_the_settings() {
     assert!(first < second && second < script.find("ECS_CLUSTER").unwrap());
     // The statements go to the instance role, in a policy of their own.
     let role = &resources(&t)["InstanceRole"]["Properties"];
-    assert_eq!(role["Policies"][1]["PolicyName"], "from-settings");
+    assert_eq!(role["Policies"][0]["PolicyName"], "from-settings");
     assert_eq!(
-        role["Policies"][1]["PolicyDocument"]["Statement"][0],
+        role["Policies"][0]["PolicyDocument"]["Statement"][0],
         settings.instance_policy_statements[0]
     );
     // An AMI of one's own replaces the SSM parameter.
@@ -1024,6 +1445,19 @@ fn production_is_protected_from_deletion_unless_the_settings_say_otherwise() {
 
 #[test]
 fn the_largest_host_extras_the_settings_accept_fit_in_ec2_user_data() {
+    // As many users as the settings take, each with its secret, policy and output, fit when
+    // the hosts take no extras.
+    let mut settings = provisioned();
+    settings.users = (1..=10).map(|i| format!("user-{i}")).collect();
+    settings.validate().expect("ten users");
+    settings.host_files.clear();
+    settings.host_commands.clear();
+    let body = template(&settings).to_string();
+    assert!(
+        body.len() <= wheelhouse::deploy::template::TEMPLATE_BODY_MAX,
+        "{} bytes of template with ten users",
+        body.len()
+    );
     let mut settings = provisioned();
     // Grow the file until one more kilobyte would be refused.
     let mut size = 1024;

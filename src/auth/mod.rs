@@ -1,6 +1,6 @@
 //! Who may do what: HTTP Basic credentials checked against an htpasswd file (re-read when it
-//! changes) and against one user given through the environment (how ECS hands a Secrets
-//! Manager secret to a container).
+//! changes) and against users given through the environment (how ECS hands Secrets Manager
+//! secrets to a container).
 //!
 //! bcrypt costs tens of milliseconds per check by design. A successful check is remembered,
 //! keyed by a digest of the credentials and the stored hash, so the cost is paid once per
@@ -23,7 +23,8 @@
 
 pub mod htpasswd;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -62,6 +63,9 @@ impl Action {
 /// The environment variables that carry the user injected by the deployment.
 pub const ENV_USERNAME: &str = "WHEELHOUSE_USERNAME";
 pub const ENV_PASSWORD: &str = "WHEELHOUSE_PASSWORD";
+/// More users, as pairs `WHEELHOUSE_USERNAME_<SUFFIX>` and `WHEELHOUSE_PASSWORD_<SUFFIX>`.
+pub const ENV_USERNAME_PREFIX: &str = "WHEELHOUSE_USERNAME_";
+pub const ENV_PASSWORD_PREFIX: &str = "WHEELHOUSE_PASSWORD_";
 
 /// How many verified credentials are remembered before the memory is emptied and refilled.
 const VERIFIED_CAPACITY: usize = 4096;
@@ -97,16 +101,114 @@ impl std::fmt::Debug for StaticUser {
     }
 }
 
+/// Why the users in the environment cannot be used. The server does not start: a user the
+/// deployment meant to create would otherwise be refused at the first upload, far from the
+/// cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvUserError {
+    #[error("{set} is set but {missing} is not")]
+    Unpaired { set: String, missing: String },
+    #[error("{var} is not valid UTF-8")]
+    NotUtf8 { var: String },
+    /// HTTP Basic credentials end the name at the first ':', so such a user could never log in.
+    #[error("{var} = {name:?}: a user name cannot contain ':'")]
+    Colon { var: String, name: String },
+    #[error("user {name:?} is given twice, by {first} and by {second}")]
+    Twice {
+        name: String,
+        first: String,
+        second: String,
+    },
+}
+
+/// One half of a pair, by the variable that gave it.
+type Half = Option<(String, String)>;
+
 impl StaticUser {
-    /// Reads `WHEELHOUSE_USERNAME` and `WHEELHOUSE_PASSWORD`; both or neither must be set.
-    pub fn from_env() -> Result<Option<Self>, String> {
-        let read = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
-        match (read(ENV_USERNAME), read(ENV_PASSWORD)) {
-            (Some(username), Some(password)) => Ok(Some(Self { username, password })),
-            (None, None) => Ok(None),
-            (Some(_), None) => Err(format!("{ENV_USERNAME} is set but {ENV_PASSWORD} is not")),
-            (None, Some(_)) => Err(format!("{ENV_PASSWORD} is set but {ENV_USERNAME} is not")),
+    /// The users of the process's environment (see [`StaticUser::from_vars`]).
+    pub fn all_from_env() -> Result<Vec<Self>, EnvUserError> {
+        Self::from_vars(std::env::vars_os())
+    }
+
+    /// The users given by `WHEELHOUSE_USERNAME` and `WHEELHOUSE_PASSWORD`, and by every pair
+    /// `WHEELHOUSE_USERNAME_<SUFFIX>` and `WHEELHOUSE_PASSWORD_<SUFFIX>` with the same suffix.
+    /// Both halves of a pair or neither; an empty value counts as unset.
+    ///
+    /// Pairs rather than htpasswd lines: the password arrives verbatim (a line's password that
+    /// looked like a hash would be read as one), and ECS fills each half from one JSON key of
+    /// a Secrets Manager secret, which is all it can do without writing the secret anywhere.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Vec<Self>, EnvUserError> {
+        // None: the unsuffixed pair. Sorted, so users and errors come in one order.
+        let mut pairs: BTreeMap<Option<String>, (Half, Half)> = BTreeMap::new();
+        for (name, value) in vars {
+            let Some(name) = name.to_str() else { continue };
+            let (suffix, is_username) = if name == ENV_USERNAME {
+                (None, true)
+            } else if name == ENV_PASSWORD {
+                (None, false)
+            } else if let Some(suffix) = name.strip_prefix(ENV_USERNAME_PREFIX) {
+                (Some(suffix.to_owned()), true)
+            } else if let Some(suffix) = name.strip_prefix(ENV_PASSWORD_PREFIX) {
+                (Some(suffix.to_owned()), false)
+            } else {
+                continue;
+            };
+            let value = value.into_string().map_err(|_| EnvUserError::NotUtf8 {
+                var: name.to_owned(),
+            })?;
+            if value.is_empty() {
+                continue;
+            }
+            let pair = pairs.entry(suffix).or_default();
+            let half = if is_username {
+                &mut pair.0
+            } else {
+                &mut pair.1
+            };
+            *half = Some((name.to_owned(), value));
         }
+        let mut users: Vec<Self> = Vec::new();
+        let mut given_by: HashMap<String, String> = HashMap::new();
+        for (suffix, pair) in pairs {
+            let var = |prefix_or_name: &str| match &suffix {
+                None => prefix_or_name.to_owned(),
+                Some(suffix) => format!("{prefix_or_name}_{suffix}"),
+            };
+            let ((username_var, username), (_, password)) = match pair {
+                (Some(username), Some(password)) => (username, password),
+                (Some((set, _)), None) => {
+                    return Err(EnvUserError::Unpaired {
+                        set,
+                        missing: var(ENV_PASSWORD),
+                    })
+                }
+                (None, Some((set, _))) => {
+                    return Err(EnvUserError::Unpaired {
+                        set,
+                        missing: var(ENV_USERNAME),
+                    })
+                }
+                (None, None) => continue,
+            };
+            if username.contains(':') {
+                return Err(EnvUserError::Colon {
+                    var: username_var,
+                    name: username,
+                });
+            }
+            if let Some(first) = given_by.get(&username) {
+                return Err(EnvUserError::Twice {
+                    name: username,
+                    first: first.clone(),
+                    second: username_var,
+                });
+            }
+            given_by.insert(username.clone(), username_var);
+            users.push(Self { username, password });
+        }
+        Ok(users)
     }
 }
 
@@ -165,7 +267,7 @@ enum Step {
 pub struct Authenticator {
     protected: HashSet<Action>,
     htpasswd: Option<PathBuf>,
-    static_user: Option<StaticUser>,
+    env_users: Vec<StaticUser>,
     loaded: Mutex<LoadedFile>,
     verified: Mutex<HashSet<[u8; 32]>>,
     slow_lanes: Arc<tokio::sync::Semaphore>,
@@ -177,12 +279,12 @@ impl Authenticator {
     pub fn new(
         protected: HashSet<Action>,
         htpasswd: Option<PathBuf>,
-        static_user: Option<StaticUser>,
+        env_users: Vec<StaticUser>,
     ) -> Result<Self, String> {
         let auth = Self {
             protected,
             htpasswd,
-            static_user,
+            env_users,
             loaded: Mutex::new(LoadedFile::default()),
             verified: Mutex::new(HashSet::new()),
             slow_lanes: Arc::new(tokio::sync::Semaphore::new(slow_check_lanes())),
@@ -200,7 +302,7 @@ impl Authenticator {
     }
 
     pub fn has_credentials(&self) -> bool {
-        self.htpasswd.is_some() || self.static_user.is_some()
+        self.htpasswd.is_some() || !self.env_users.is_empty()
     }
 
     /// Re-reads the htpasswd file if it changed since it was last read. One `stat` per call.
@@ -303,18 +405,17 @@ impl Authenticator {
         }
     }
 
-    /// Everything but bcrypt: the environment user, the file's fast schemes and the memory of
+    /// Everything but bcrypt: the environment's users, the file's fast schemes and the memory of
     /// verified credentials. Blocking (a `stat`, and a read when the file changed).
     fn begin(&self, authorization: Option<&str>) -> Step {
         let Some((username, password)) = authorization.and_then(parse_basic) else {
             return Step::Done(Verdict::Missing);
         };
-        if let Some(user) = &self.static_user {
-            if constant_time_eq(&username, &user.username)
+        if self.env_users.iter().any(|user| {
+            constant_time_eq(&username, &user.username)
                 && constant_time_eq(&password, &user.password)
-            {
-                return Step::Done(Verdict::Allowed(username));
-            }
+        }) {
+            return Step::Done(Verdict::Allowed(username));
         }
         self.refresh();
         let (stored, known) = {
@@ -440,8 +541,12 @@ mod tests {
         let path = dir.path().join("htpasswd");
         let hash = bcrypt::hash("one", 4).unwrap();
         std::fs::write(&path, format!("alice:{hash}\n")).unwrap();
-        let auth =
-            Authenticator::new(HashSet::from([Action::Update]), Some(path.clone()), None).unwrap();
+        let auth = Authenticator::new(
+            HashSet::from([Action::Update]),
+            Some(path.clone()),
+            Vec::new(),
+        )
+        .unwrap();
         assert_eq!(
             auth.check(Some(&basic("alice", "one"))),
             Verdict::Allowed("alice".into())
@@ -492,7 +597,8 @@ mod tests {
             format!("alice:{}\nbob:{}\ncarol:plain\n", hashes[0], hashes[1]),
         )
         .unwrap();
-        let auth = Authenticator::new(HashSet::from([Action::Update]), Some(path), None).unwrap();
+        let auth =
+            Authenticator::new(HashSet::from([Action::Update]), Some(path), Vec::new()).unwrap();
         // The same unknown name every time: a remembered refusal would make repeats cheap.
         let [wrong, unknown] = fastest_check_times(
             &auth,
@@ -552,8 +658,12 @@ mod tests {
             format!("slow:{bcrypt_hash}\nfast:{{SHA}}5en6G6MezRroT3XKqkdPOmY/BfQ=\n"),
         )
         .unwrap();
-        let auth =
-            Authenticator::new([Action::Update].into_iter().collect(), Some(file), None).unwrap();
+        let auth = Authenticator::new(
+            [Action::Update].into_iter().collect(),
+            Some(file),
+            Vec::new(),
+        )
+        .unwrap();
         let [unknown, fast_wrong] = fastest_check_times(
             &auth,
             [&basic("nobody", "guess"), &basic("fast", "guess")],
@@ -580,10 +690,10 @@ mod tests {
         let auth = Authenticator::new(
             HashSet::from([Action::Update]),
             Some(path.clone()),
-            Some(StaticUser {
+            vec![StaticUser {
                 username: "svc".into(),
                 password: "env".into(),
-            }),
+            }],
         )
         .unwrap();
         let alice = basic("alice", "one");
@@ -606,8 +716,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("htpasswd");
         std::fs::write(&path, "bob:plain\n").unwrap();
-        let auth =
-            Authenticator::new(HashSet::from([Action::Update]), Some(path.clone()), None).unwrap();
+        let auth = Authenticator::new(
+            HashSet::from([Action::Update]),
+            Some(path.clone()),
+            Vec::new(),
+        )
+        .unwrap();
         let bob = basic("bob", "plain");
         assert_eq!(auth.check(Some(&bob)), Verdict::Allowed("bob".into()));
         // A path that `stat` finds and no one, root included, can read as a file.
@@ -620,24 +734,120 @@ mod tests {
     }
 
     #[test]
-    fn static_user_and_missing_credentials() {
+    fn static_users_and_missing_credentials() {
         let auth = Authenticator::new(
             HashSet::from([Action::Update]),
             None,
-            Some(StaticUser {
-                username: "svc".into(),
-                password: "s3cret".into(),
-            }),
+            vec![
+                StaticUser {
+                    username: "svc".into(),
+                    password: "s3cret".into(),
+                },
+                StaticUser {
+                    username: "ci".into(),
+                    password: "other".into(),
+                },
+            ],
         )
         .unwrap();
         assert_eq!(
             auth.check(Some(&basic("svc", "s3cret"))),
             Verdict::Allowed("svc".into())
         );
+        assert_eq!(
+            auth.check(Some(&basic("ci", "other"))),
+            Verdict::Allowed("ci".into())
+        );
         assert_eq!(auth.check(Some(&basic("svc", "nope"))), Verdict::Denied);
+        // One user's password is not another's.
+        assert_eq!(auth.check(Some(&basic("ci", "s3cret"))), Verdict::Denied);
         assert_eq!(auth.check(None), Verdict::Missing);
         assert_eq!(auth.check(Some("Bearer abc")), Verdict::Missing);
-        assert!(!format!("{:?}", auth.static_user).contains("s3cret"));
+        assert!(!format!("{:?}", auth.env_users).contains("s3cret"));
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    fn names(users: &[StaticUser]) -> Vec<(&str, &str)> {
+        users
+            .iter()
+            .map(|u| (u.username.as_str(), u.password.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_users_come_in_pairs_by_suffix() {
+        let users = StaticUser::from_vars(vars(&[
+            ("WHEELHOUSE_PASSWORD_CIBOT", "p2"),
+            ("WHEELHOUSE_USERNAME", "wheelhouse"),
+            ("HOME", "/root"),
+            ("WHEELHOUSE_PASSWORD", "p1"),
+            ("WHEELHOUSE_USERNAME_CIBOT", "ci-bot"),
+            ("WHEELHOUSE_USERNAME_ALICE", "alice"),
+            ("WHEELHOUSE_PASSWORD_ALICE", "p:3"),
+            // Empty is unset, in both halves.
+            ("WHEELHOUSE_USERNAME_GONE", ""),
+            ("WHEELHOUSE_PASSWORD_GONE", ""),
+        ]))
+        .unwrap();
+        assert_eq!(
+            names(&users),
+            [("wheelhouse", "p1"), ("alice", "p:3"), ("ci-bot", "p2")]
+        );
+        assert!(StaticUser::from_vars(vars(&[("PATH", "/bin")]))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn err_environment_users_name_the_variable() {
+        let error =
+            |pairs: &[(&str, &str)]| StaticUser::from_vars(vars(pairs)).unwrap_err().to_string();
+        assert_eq!(
+            error(&[("WHEELHOUSE_USERNAME_CI", "ci")]),
+            "WHEELHOUSE_USERNAME_CI is set but WHEELHOUSE_PASSWORD_CI is not"
+        );
+        assert_eq!(
+            error(&[("WHEELHOUSE_PASSWORD", "x")]),
+            "WHEELHOUSE_PASSWORD is set but WHEELHOUSE_USERNAME is not"
+        );
+        assert_eq!(
+            error(&[
+                ("WHEELHOUSE_USERNAME_CI", "ci"),
+                ("WHEELHOUSE_PASSWORD_CL", "x")
+            ]),
+            "WHEELHOUSE_USERNAME_CI is set but WHEELHOUSE_PASSWORD_CI is not"
+        );
+        assert_eq!(
+            error(&[
+                ("WHEELHOUSE_USERNAME_X", "a:b"),
+                ("WHEELHOUSE_PASSWORD_X", "x")
+            ]),
+            "WHEELHOUSE_USERNAME_X = \"a:b\": a user name cannot contain ':'"
+        );
+        assert_eq!(
+            error(&[
+                ("WHEELHOUSE_USERNAME", "ci"),
+                ("WHEELHOUSE_PASSWORD", "x"),
+                ("WHEELHOUSE_USERNAME_2", "ci"),
+                ("WHEELHOUSE_PASSWORD_2", "y"),
+            ]),
+            "user \"ci\" is given twice, by WHEELHOUSE_USERNAME and by WHEELHOUSE_USERNAME_2"
+        );
+        use std::os::unix::ffi::OsStringExt;
+        let invalid = vec![(
+            OsString::from("WHEELHOUSE_PASSWORD_X"),
+            OsString::from_vec(vec![0xff, 0xfe]),
+        )];
+        assert_eq!(
+            StaticUser::from_vars(invalid).unwrap_err().to_string(),
+            "WHEELHOUSE_PASSWORD_X is not valid UTF-8"
+        );
     }
 
     #[test]
@@ -645,7 +855,7 @@ mod tests {
         let err = Authenticator::new(
             HashSet::from([Action::Update]),
             Some("/nonexistent/htpasswd".into()),
-            None,
+            Vec::new(),
         )
         .err()
         .unwrap();

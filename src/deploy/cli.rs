@@ -14,7 +14,7 @@ use super::render;
 use super::settings::{self, Settings};
 use super::sizing;
 use super::stack::{is_success, DeployError, StackClient, StackEvent};
-use super::template::{appliance, TEMPLATE_BODY_MAX};
+use super::template::{appliance, user_secret_output, TEMPLATE_BODY_MAX};
 use super::verify;
 
 #[derive(Debug, Parser)]
@@ -118,6 +118,9 @@ pub enum DeployCommand {
     Credentials {
         #[arg(long)]
         json: bool,
+        /// One of the settings' `users` (default: the stack's own user, wheelhouse).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
 }
 
@@ -236,7 +239,9 @@ async fn dispatch(cli: &DeployCli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         DeployCommand::Destroy { yes } => destroy(global, *yes).await,
-        DeployCommand::Credentials { json } => credentials(global, *json).await,
+        DeployCommand::Credentials { json, user } => {
+            credentials(global, *json, user.as_deref()).await
+        }
         DeployCommand::Verify { url, targets } => verify(global, url.as_deref(), targets).await,
     }
 }
@@ -282,7 +287,7 @@ async fn template_body(global: &GlobalArgs, settings: &Settings) -> Result<Strin
     let body = template_of(global, settings).await?.to_compact_json();
     if body.len() > TEMPLATE_BODY_MAX {
         return Err(Failure::Other(format!(
-            "the template is {} bytes, more than the {TEMPLATE_BODY_MAX} CloudFormation takes inline: shorten host_files, host_commands or instance_policy_statements",
+            "the template is {} bytes, more than the {TEMPLATE_BODY_MAX} CloudFormation takes inline: shorten host_files, host_commands or instance_policy_statements, or list fewer users",
             body.len()
         )));
     }
@@ -311,15 +316,9 @@ async fn template_of(
     global: &GlobalArgs,
     settings: &Settings,
 ) -> Result<super::template::Template, Failure> {
-    let network = if let (Some(vpc_id), Some(vpc_cidr)) = (&settings.vpc_id, &settings.vpc_cidr) {
-        super::template::Network {
-            vpc_id: vpc_id.clone(),
-            vpc_cidr: vpc_cidr.clone(),
-        }
-    } else {
-        let config = sdk_config(&global.aws()).await;
-        super::network::resolve(settings, &aws_sdk_ec2::Client::new(&config)).await?
-    };
+    // The region counts even when the settings give the VPC: the template depends on it.
+    let config = sdk_config(&global.aws()).await;
+    let network = super::network::resolve(settings, &aws_sdk_ec2::Client::new(&config)).await?;
     Ok(appliance(settings, &settings.sizing(), &network))
 }
 
@@ -547,11 +546,15 @@ async fn destroy(global: &GlobalArgs, yes: bool) -> Result<ExitCode, Failure> {
     }
 }
 
-async fn credentials(global: &GlobalArgs, json: bool) -> Result<ExitCode, Failure> {
+async fn credentials(
+    global: &GlobalArgs,
+    json: bool,
+    user: Option<&str>,
+) -> Result<ExitCode, Failure> {
     let config = sdk_config(&global.aws()).await;
     let stack = StackClient::new(aws_sdk_cloudformation::Client::new(&config), &global.stack);
     let state = stack.require_state().await?;
-    let (username, password) = generated_credentials(&config, &state, &global.stack).await?;
+    let (username, password) = generated_credentials(&config, &state, &global.stack, user).await?;
     if json {
         println!(
             "{}",
@@ -563,18 +566,27 @@ async fn credentials(global: &GlobalArgs, json: bool) -> Result<ExitCode, Failur
     Ok(ExitCode::SUCCESS)
 }
 
-/// The user name and password the stack generated, from its secret.
+/// The user name and password the stack generated for `user` (its own when `None`), from
+/// the user's secret.
 async fn generated_credentials(
     config: &aws_config::SdkConfig,
     state: &super::stack::StackState,
     stack_name: &str,
+    user: Option<&str>,
 ) -> Result<(String, String), Failure> {
-    let arn = state
-        .output(SECRET_OUTPUT)
-        .ok_or_else(|| DeployError::MissingOutput {
-            stack: stack_name.to_owned(),
-            output: SECRET_OUTPUT.to_owned(),
-        })?;
+    let output = user.map_or_else(|| SECRET_OUTPUT.to_owned(), user_secret_output);
+    let Some(arn) = state.output(&output) else {
+        return Err(match user {
+            Some(name) if output != SECRET_OUTPUT => Failure::Other(format!(
+                "stack {stack_name} has no user {name:?} (no output {output}): add it to `users` and run `up`"
+            )),
+            _ => DeployError::MissingOutput {
+                stack: stack_name.to_owned(),
+                output,
+            }
+            .into(),
+        });
+    };
     let value = aws_sdk_secretsmanager::Client::new(config)
         .get_secret_value()
         .secret_id(arn)
@@ -616,7 +628,7 @@ async fn verify(
     let config = sdk_config(&global.aws()).await;
     let stack = StackClient::new(aws_sdk_cloudformation::Client::new(&config), &global.stack);
     let state = stack.require_state().await?;
-    let (username, password) = generated_credentials(&config, &state, &global.stack).await?;
+    let (username, password) = generated_credentials(&config, &state, &global.stack, None).await?;
     let (base, names) = match url {
         Some(url) => {
             let base = parse("--url", url)?;

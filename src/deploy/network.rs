@@ -1,17 +1,28 @@
-//! The VPC the stack goes into: given in the settings, or looked up from the subnets.
+//! Where the stack goes: the region of the clients, and the VPC, given in the settings or
+//! looked up from the subnets.
 
 use super::settings::Settings;
 use super::stack::{aws_error as aws, DeployError};
 use super::template::Network;
 
-/// Fills in the VPC id and CIDR the settings leave out, from EC2. Every subnet must be in
-/// that one VPC.
+/// The region of `ec2`, and the VPC id and CIDR the settings leave out, from EC2. Every subnet
+/// must be in that one VPC.
 pub async fn resolve(
     settings: &Settings,
     ec2: &aws_sdk_ec2::Client,
 ) -> Result<Network, DeployError> {
+    let region = ec2
+        .config()
+        .region()
+        .map(ToString::to_string)
+        .ok_or_else(|| DeployError::Aws {
+            action: "choosing the region",
+            code: "NoRegion".into(),
+            message: "no AWS region is configured: pass --region or set AWS_REGION (the template depends on it)".into(),
+        })?;
     if let (Some(vpc_id), Some(vpc_cidr)) = (&settings.vpc_id, &settings.vpc_cidr) {
         return Ok(Network {
+            region,
             vpc_id: vpc_id.clone(),
             vpc_cidr: vpc_cidr.clone(),
         });
@@ -73,5 +84,9 @@ pub async fn resolve(
                 })?
         }
     };
-    Ok(Network { vpc_id, vpc_cidr })
+    Ok(Network {
+        region,
+        vpc_id,
+        vpc_cidr,
+    })
 }

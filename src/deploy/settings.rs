@@ -147,6 +147,9 @@ pub struct Settings {
     pub image_tag: String,
     /// Roles that may read the generated credentials besides the tasks.
     pub secret_readers: Vec<String>,
+    /// Users besides the stack's own ([`STACK_USER`]), each with a generated password in a
+    /// Secrets Manager secret of its own.
+    pub users: Vec<String>,
     /// Managed policies added to the instance role.
     pub instance_policy_arns: Vec<String>,
     /// Inline IAM statements added to the instance role (each with Effect, Action, Resource).
@@ -159,6 +162,11 @@ pub struct Settings {
     /// Shell commands the hosts run at boot, once the volume is mounted and before they join
     /// the cluster. One that fails stops the set-up: the host powers off and is replaced.
     pub host_commands: Vec<String>,
+    /// The load balancer's access logs, to an S3 bucket of the stack's (kept when the stack
+    /// goes: see the README).
+    pub access_logs: bool,
+    /// Days an access log is kept before the bucket's lifecycle rule deletes it.
+    pub access_logs_days: u32,
     /// Who may reach the load balancer.
     pub allowed_cidrs: Vec<String>,
     /// CloudWatch Logs retention of the server's log group.
@@ -204,16 +212,45 @@ impl Default for Settings {
             image_repository: String::new(),
             image_tag: "latest".into(),
             secret_readers: Vec::new(),
+            users: Vec::new(),
             instance_policy_arns: Vec::new(),
             instance_policy_statements: Vec::new(),
             ami_id: None,
             host_files: Vec::new(),
             host_commands: Vec::new(),
             protection: None,
+            access_logs: true,
+            access_logs_days: 90,
             allowed_cidrs: vec!["0.0.0.0/0".into()],
             log_retention_days: 30,
         }
     }
+}
+
+/// The user every stack generates; its secret is the output `CredentialsSecretArn`.
+pub const STACK_USER: &str = "wheelhouse";
+
+/// Most users the `users` setting takes. Each adds a secret, its resource policy, two
+/// environment variables of the task and an output: about 1.45 KB of the 51,200 bytes
+/// CloudFormation takes inline, of which the rest of the template takes about 27 KB. Ten
+/// leave about 9 KB for host extras; with the largest extras fewer fit, and `preview` and `up`
+/// refuse a template too large before any change.
+const USERS_MAX: usize = 10;
+
+/// A user's name as the template spells it, in logical ids, outputs and environment variables:
+/// its letters and digits, each run after a '.', '_' or '-' capitalised ("ci-bot" is "CiBot").
+/// Two names that differ only in those separators or in case are refused by
+/// [`Settings::validate`], so this names one user.
+pub fn user_key(name: &str) -> String {
+    name.split(['.', '_', '-'])
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect()
 }
 
 /// A setting that cannot be used.
@@ -727,6 +764,9 @@ impl Settings {
                 );
             }
         }
+        for (setting, value, reason) in users_errors(&self.users) {
+            fail(setting, value, &reason);
+        }
         for policy in &self.instance_policy_arns {
             if !is_arn(policy, "iam", "policy/") {
                 fail(
@@ -778,6 +818,13 @@ impl Settings {
                     "a command must be non-empty text",
                 );
             }
+        }
+        if !(1..=3653).contains(&self.access_logs_days) {
+            fail(
+                "access_logs_days",
+                self.access_logs_days.to_string(),
+                "must be 1-3653 days",
+            );
         }
         if self.allowed_cidrs.is_empty() {
             fail(
@@ -941,6 +988,59 @@ fn backup_schedule_error(raw: &str) -> Option<String> {
         ));
     }
     None
+}
+
+/// What is wrong with the `users` list: each name must be one htpasswd and HTTP Basic take
+/// whole (no ':', no spaces), and one that makes names of its own in the template.
+fn users_errors(users: &[String]) -> Vec<(&'static str, String, String)> {
+    let mut errors = Vec::new();
+    let mut fail = |value: String, reason: String| errors.push(("users", value, reason));
+    if users.len() > USERS_MAX {
+        fail(
+            format!("{} users", users.len()),
+            format!("at most {USERS_MAX}: each adds a secret, its policy and an output to the template, which CloudFormation takes up to 51,200 bytes"),
+        );
+    }
+    let mut seen: Vec<(&str, String)> = Vec::new();
+    for name in users {
+        let plain = |b: u8| b.is_ascii_alphanumeric() || b"._-".contains(&b);
+        if name.is_empty()
+            || name.len() > 64
+            || !name.bytes().all(plain)
+            || !name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+        {
+            fail(
+                format!("{name:?}"),
+                "a user name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit".into(),
+            );
+            continue;
+        }
+        if name == STACK_USER {
+            fail(
+                format!("{name:?}"),
+                "the stack generates this user already (its secret is the output CredentialsSecretArn)".into(),
+            );
+            continue;
+        }
+        let key = user_key(name).to_ascii_lowercase();
+        match seen.iter().find(|(_, other)| *other == key) {
+            Some((other, _)) if *other == name.as_str() => {
+                fail(format!("{name:?}"), "listed twice".into());
+            }
+            Some((other, _)) => fail(
+                format!("{name:?}"),
+                format!(
+                    "too like {other:?}: the template would name both users' secrets UserSecret{}; rename one",
+                    user_key(name)
+                ),
+            ),
+            None => seen.push((name, key)),
+        }
+    }
+    errors
 }
 
 /// What IAM would refuse in an inline statement, roughly: it must be an object with an
@@ -1371,6 +1471,67 @@ mod tests {
             error_of(|s| s.instance_policy_arns = vec!["AmazonSSMManagedInstanceCore".into()])
                 .starts_with("instance_policy_arns = \"AmazonSSMManagedInstanceCore\"")
         );
+    }
+
+    #[test]
+    fn users_are_named_in_the_template_by_their_key() {
+        assert_eq!(user_key("alice"), "Alice");
+        assert_eq!(user_key("ci-bot"), "CiBot");
+        assert_eq!(user_key("a.b_c-9"), "ABC9");
+        assert_eq!(user_key("2fa"), "2fa");
+        let mut settings = example();
+        settings.users = vec!["alice".into(), "ci-bot".into(), "Bob.Smith".into()];
+        settings.validate().unwrap();
+    }
+
+    #[test]
+    fn err_users() {
+        assert_eq!(
+            error_of(|s| s.users = vec![String::new()]),
+            "users = \"\": a user name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        );
+        assert_eq!(
+            error_of(|s| s.users = vec!["ci:bot".into()]),
+            "users = \"ci:bot\": a user name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        );
+        assert!(error_of(|s| s.users = vec!["two words".into()])
+            .starts_with("users = \"two words\": a user name"));
+        assert!(error_of(|s| s.users = vec!["-dash".into()])
+            .starts_with("users = \"-dash\": a user name"));
+        assert!(error_of(|s| s.users = vec!["x".repeat(65)]).contains(": a user name is 1-64"));
+        assert_eq!(
+            error_of(|s| s.users = vec!["alice".into(), "bob".into(), "alice".into()]),
+            "users = \"alice\": listed twice"
+        );
+        assert_eq!(
+            error_of(|s| s.users = vec!["ci-bot".into(), "ci_bot".into()]),
+            "users = \"ci_bot\": too like \"ci-bot\": the template would name both users' secrets UserSecretCiBot; rename one"
+        );
+        assert!(error_of(|s| s.users = vec!["Alice".into(), "alice".into()])
+            .starts_with("users = \"alice\": too like \"Alice\""));
+        assert_eq!(
+            error_of(|s| s.users = vec![STACK_USER.into()]),
+            "users = \"wheelhouse\": the stack generates this user already (its secret is the output CredentialsSecretArn)"
+        );
+        let many: Vec<String> = (0..=USERS_MAX).map(|i| format!("user{i}")).collect();
+        assert!(error_of(|s| s.users = many).starts_with("users = 11 users: at most 10"));
+    }
+
+    #[test]
+    fn err_access_logs_days() {
+        assert_eq!(
+            error_of(|s| s.access_logs_days = 0),
+            "access_logs_days = 0: must be 1-3653 days"
+        );
+        assert_eq!(
+            error_of(|s| s.access_logs_days = 3654),
+            "access_logs_days = 3654: must be 1-3653 days"
+        );
+        let mut settings = example();
+        settings.access_logs_days = 1;
+        settings.validate().unwrap();
+        assert!(example().access_logs);
+        assert_eq!(example().access_logs_days, 90);
     }
 
     #[test]

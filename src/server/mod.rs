@@ -134,7 +134,7 @@ fn build_with(
     let auth = Authenticator::new(
         config.protected.clone(),
         config.htpasswd.clone(),
-        config.static_user.clone(),
+        config.env_users.clone(),
     )?;
     if config.protected.iter().next().is_some() && !auth.has_credentials() {
         tracing::warn!(

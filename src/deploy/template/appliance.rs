@@ -23,9 +23,11 @@ use super::{sub, Handle, Resource, Template};
 use crate::deploy::settings::Settings;
 use crate::deploy::sizing::Sizing;
 
-/// The VPC the stack goes into, resolved before the template is built.
+/// Where the stack goes, resolved before the template is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Network {
+    /// The region, e.g. `eu-west-1`: who delivers the load balancer's logs depends on it.
+    pub region: String,
     pub vpc_id: String,
     pub vpc_cidr: String,
 }
@@ -45,6 +47,14 @@ const SERVER_IDLE_TIMEOUT_SECONDS: u32 = ALB_IDLE_TIMEOUT_SECONDS + 5;
 const HEALTH_PATH: &str = "/health";
 /// The output that says whether the load balancer has deletion protection.
 pub const PROTECTED_OUTPUT: &str = "Protected";
+/// The output holding the secret of `name`: the stack's own user's, or one of `users`'.
+pub fn user_secret_output(name: &str) -> String {
+    if name == crate::deploy::settings::STACK_USER {
+        "CredentialsSecretArn".to_owned()
+    } else {
+        format!("{}Arn", iam::user_secret_id(name))
+    }
+}
 /// The output holding the load balancer's ARN.
 pub const LOAD_BALANCER_OUTPUT: &str = "LoadBalancerArn";
 /// The load balancer's logical id.
@@ -56,10 +66,11 @@ pub fn appliance(settings: &Settings, sizing: &Sizing, network: &Network) -> Tem
         "wheelhouse {} ({}): a private Python package index, replicas on ECS sharing one EFS directory",
         settings.service_name, settings.environment
     ));
-    let storage = efs::file_system(&mut t, settings, network);
-    let secret = iam::credentials(&mut t, settings);
-    let roles = iam::roles(&mut t, settings, &storage, &secret);
-    iam::secret_policy(&mut t, settings, &secret, &roles.execution);
+    let credentials = iam::credentials(&mut t, settings);
+    let roles = iam::roles(&mut t, settings, &credentials);
+    iam::secret_policies(&mut t, settings, &credentials, &roles.execution);
+    let storage = efs::file_system(&mut t, settings, network, &roles.instance);
+    let mount_policy = iam::mount_policy(&mut t, &roles, &storage);
     let front = alb::load_balancer(&mut t, settings, network);
     let compute = ecs::service(
         &mut t,
@@ -69,10 +80,12 @@ pub fn appliance(settings: &Settings, sizing: &Sizing, network: &Network) -> Tem
             network,
             storage: &storage,
             roles: &roles,
-            secret: &secret,
+            credentials: &credentials,
             front: &front,
         },
     );
+    // A host mounts the packages directory while it boots.
+    t.depends_on(&compute.auto_scaling_group, &mount_policy);
     if settings.backup {
         backup::plan(&mut t, settings, &storage.file_system);
     }
@@ -103,13 +116,27 @@ pub fn appliance(settings: &Settings, sizing: &Sizing, network: &Network) -> Tem
     t.output(
         "CredentialsSecretArn",
         "Secrets Manager secret with the generated user name and password (read it with GetSecretValue as one of the allowed readers)",
-        secret.r#ref(),
+        credentials.stack_user.r#ref(),
     );
+    for (name, secret) in &credentials.users {
+        t.output(
+            &format!("{}Arn", secret.id()),
+            &format!("Secrets Manager secret with user {name} and its generated password"),
+            secret.r#ref(),
+        );
+    }
     t.output(
         "FileSystemId",
         "EFS file system of the packages; it is retained when the stack is deleted, so package data survives a destroy",
         storage.file_system.r#ref(),
     );
+    if let Some(bucket) = &front.access_logs {
+        t.output(
+            "AccessLogsBucket",
+            "S3 bucket of the load balancer's access logs (under alb/); it is retained when the stack is deleted",
+            bucket.r#ref(),
+        );
+    }
     t.output(
         "LoadBalancerDnsName",
         "DNS name of the load balancer",
@@ -259,6 +286,10 @@ enum Lifetime {
     OutlivesTheStack,
     /// Goes with the stack.
     WithTheStack,
+    /// Outlives the stack and any replacement, even a failed first create: for a bucket that
+    /// holds objects from its first minutes (the load balancer writes a test file into its
+    /// log bucket), which CloudFormation could not delete, failing the rollback.
+    Kept,
 }
 
 /// A resource that holds data, with its [`Lifetime`] said explicitly.
@@ -272,6 +303,7 @@ fn stateful(
     let (deletion, replace) = match lifetime {
         Lifetime::OutlivesTheStack => ("RetainExceptOnCreate", "Retain"),
         Lifetime::WithTheStack => ("Delete", "Delete"),
+        Lifetime::Kept => ("Retain", "Retain"),
     };
     t.insert(
         id,

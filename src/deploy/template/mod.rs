@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 pub const TEMPLATE_BODY_MAX: usize = 51_200;
 
 pub use appliance::{
-    appliance, Network, LOAD_BALANCER_OUTPUT, LOAD_BALANCER_RESOURCE, PROTECTED_OUTPUT,
+    appliance, user_secret_output, Network, LOAD_BALANCER_OUTPUT, LOAD_BALANCER_RESOURCE,
+    PROTECTED_OUTPUT,
 };
 
 /// A resource in the template, to refer to.

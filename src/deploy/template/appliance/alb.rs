@@ -3,7 +3,9 @@
 
 use serde_json::{json, Value};
 
-use super::{base_name, named_tags, tags, Network, CONTAINER_PORT, HEALTH_PATH};
+use super::{
+    base_name, named_tags, stateful, sub, tags, Lifetime, Network, CONTAINER_PORT, HEALTH_PATH,
+};
 use crate::deploy::settings::Settings;
 use crate::deploy::template::{Handle, Template};
 
@@ -17,6 +19,127 @@ pub(super) struct Front {
     pub(super) target_group: Handle,
     /// The listener that forwards to the target group.
     pub(super) https_listener: Handle,
+    /// The bucket of the access logs, when they are on.
+    pub(super) access_logs: Option<Handle>,
+}
+
+/// Where in the bucket the load balancer writes its logs.
+const ACCESS_LOGS_PREFIX: &str = "alb";
+
+/// The Elastic Load Balancing account that delivers access logs in each region that opened
+/// before August 2022; regions opened since deliver as the service principal
+/// `logdelivery.elasticloadbalancing.amazonaws.com` instead, and only that works there
+/// (AWS's "Enable access logs for your Application Load Balancer", step 2).
+const ELB_LOG_ACCOUNTS: &[(&str, &str)] = &[
+    ("us-east-1", "127311923021"),
+    ("us-east-2", "033677994240"),
+    ("us-west-1", "027434742980"),
+    ("us-west-2", "797873946194"),
+    ("af-south-1", "098369216593"),
+    ("ap-east-1", "754344448648"),
+    ("ap-southeast-3", "589379963580"),
+    ("ap-south-1", "718504428378"),
+    ("ap-northeast-3", "383597477331"),
+    ("ap-northeast-2", "600734575887"),
+    ("ap-southeast-1", "114774131450"),
+    ("ap-southeast-2", "783225319266"),
+    ("ap-northeast-1", "582318560864"),
+    ("ca-central-1", "985666609251"),
+    ("eu-central-1", "054676820928"),
+    ("eu-west-1", "156460612806"),
+    ("eu-west-2", "652711504416"),
+    ("eu-south-1", "635631232127"),
+    ("eu-west-3", "009996457667"),
+    ("eu-north-1", "897822967062"),
+    ("me-south-1", "076674570225"),
+    ("sa-east-1", "507241528517"),
+    ("us-gov-west-1", "048591011584"),
+    ("us-gov-east-1", "190560391635"),
+    ("cn-north-1", "638102146993"),
+    ("cn-northwest-1", "037604701340"),
+];
+
+/// Who writes the access logs in `region` (see [`ELB_LOG_ACCOUNTS`]).
+fn log_delivery_principal(region: &str) -> Value {
+    match ELB_LOG_ACCOUNTS.iter().find(|(r, _)| *r == region) {
+        Some((_, account)) => json!({
+            "AWS": sub(&format!("arn:${{AWS::Partition}}:iam::{account}:root")),
+        }),
+        None => json!({ "Service": "logdelivery.elasticloadbalancing.amazonaws.com" }),
+    }
+}
+
+/// The access logs' bucket: private, encrypted with S3's keys (the only encryption the load
+/// balancer can write to), each log deleted after `access_logs_days`. It is kept when the
+/// stack goes: CloudFormation cannot delete a bucket that holds objects, and this one holds
+/// the load balancer's test file from the first minutes on. Returns the bucket and its policy,
+/// which the load balancer must wait for: it checks that it may write when logging is turned on.
+fn access_log_bucket(t: &mut Template, settings: &Settings, network: &Network) -> (Handle, Handle) {
+    let bucket = stateful(
+        t,
+        "AccessLogsBucket",
+        "AWS::S3::Bucket",
+        json!({
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [{
+                    "ServerSideEncryptionByDefault": { "SSEAlgorithm": "AES256" },
+                }],
+            },
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": true,
+                "BlockPublicPolicy": true,
+                "IgnorePublicAcls": true,
+                "RestrictPublicBuckets": true,
+            },
+            "OwnershipControls": { "Rules": [{ "ObjectOwnership": "BucketOwnerEnforced" }] },
+            "LifecycleConfiguration": {
+                "Rules": [{
+                    "Id": "expire-access-logs",
+                    "Status": "Enabled",
+                    "ExpirationInDays": settings.access_logs_days,
+                    "AbortIncompleteMultipartUpload": { "DaysAfterInitiation": 1 },
+                }],
+            },
+            "Tags": tags(settings),
+        }),
+        Lifetime::Kept,
+    );
+    let bucket_arn = bucket.get_att("Arn");
+    let policy = t.add(
+        "AccessLogsBucketPolicy",
+        "AWS::S3::BucketPolicy",
+        json!({
+            "Bucket": bucket.r#ref(),
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "LoadBalancerLogDelivery",
+                        "Effect": "Allow",
+                        "Principal": log_delivery_principal(&network.region),
+                        "Action": "s3:PutObject",
+                        "Resource": sub(&format!(
+                            "${{{}.Arn}}/{ACCESS_LOGS_PREFIX}/AWSLogs/${{AWS::AccountId}}/*",
+                            bucket.id()
+                        )),
+                    },
+                    {
+                        // A deny takes away: the wildcard grants nothing.
+                        "Sid": "DenyUnencryptedTransport",
+                        "Effect": "Deny",
+                        "Principal": { "AWS": "*" },
+                        "Action": "s3:*",
+                        "Resource": [
+                            bucket_arn,
+                            sub(&format!("${{{}.Arn}}/*", bucket.id())),
+                        ],
+                        "Condition": { "Bool": { "aws:SecureTransport": "false" } },
+                    },
+                ],
+            },
+        }),
+    );
+    (bucket, policy)
 }
 
 pub(super) fn load_balancer(t: &mut Template, settings: &Settings, network: &Network) -> Front {
@@ -62,6 +185,20 @@ pub(super) fn load_balancer(t: &mut Template, settings: &Settings, network: &Net
         }),
     );
 
+    let logs = settings
+        .access_logs
+        .then(|| access_log_bucket(t, settings, network));
+    let mut attributes = vec![
+        json!({ "Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true" }),
+        json!({ "Key": "idle_timeout.timeout_seconds", "Value": super::ALB_IDLE_TIMEOUT_SECONDS.to_string() }),
+        json!({ "Key": "deletion_protection.enabled", "Value": settings.protected().to_string() }),
+        // Said when off too, so that turning the setting off turns the logs off.
+        json!({ "Key": "access_logs.s3.enabled", "Value": logs.is_some().to_string() }),
+    ];
+    if let Some((bucket, _)) = &logs {
+        attributes.push(json!({ "Key": "access_logs.s3.bucket", "Value": bucket.r#ref() }));
+        attributes.push(json!({ "Key": "access_logs.s3.prefix", "Value": ACCESS_LOGS_PREFIX }));
+    }
     let load_balancer = t.add(
         super::LOAD_BALANCER_RESOURCE,
         "AWS::ElasticLoadBalancingV2::LoadBalancer",
@@ -71,14 +208,13 @@ pub(super) fn load_balancer(t: &mut Template, settings: &Settings, network: &Net
             "IpAddressType": "ipv4",
             "Subnets": settings.lb_subnets,
             "SecurityGroups": [security_group.get_att("GroupId")],
-            "LoadBalancerAttributes": [
-                { "Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true" },
-                { "Key": "idle_timeout.timeout_seconds", "Value": super::ALB_IDLE_TIMEOUT_SECONDS.to_string() },
-                { "Key": "deletion_protection.enabled", "Value": settings.protected().to_string() },
-            ],
+            "LoadBalancerAttributes": attributes,
             "Tags": tags(settings),
         }),
     );
+    if let Some((_, policy)) = &logs {
+        t.depends_on(&load_balancer, policy);
+    }
 
     // Bridge networking with dynamic host ports, so targets are instances (instance id + the
     // port ECS registers); the group's port is only the default.
@@ -182,5 +318,6 @@ pub(super) fn load_balancer(t: &mut Template, settings: &Settings, network: &Net
         security_group,
         target_group,
         https_listener: https,
+        access_logs: logs.map(|(bucket, _)| bucket),
     }
 }

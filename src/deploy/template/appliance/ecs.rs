@@ -8,12 +8,13 @@ use serde_json::{json, Value};
 
 use super::alb::{Front, DYNAMIC_PORTS};
 use super::efs::{Storage, SERVER_UID};
-use super::iam::Roles;
+use super::iam::{Credentials, Roles};
 use super::{
     base_name, named_tags, stack_id_head, stack_named, stateful, sub, tags, Lifetime, Network,
     CONTAINER_PORT,
 };
-use crate::deploy::settings::Settings;
+use crate::auth::{ENV_PASSWORD, ENV_PASSWORD_PREFIX, ENV_USERNAME, ENV_USERNAME_PREFIX};
+use crate::deploy::settings::{user_key, Settings};
 use crate::deploy::sizing::{Sizing, PAGE_CACHE_MIB};
 use crate::deploy::template::{Handle, Template};
 
@@ -38,7 +39,7 @@ pub(super) struct Inputs<'a> {
     pub(super) network: &'a Network,
     pub(super) storage: &'a Storage,
     pub(super) roles: &'a Roles,
-    pub(super) secret: &'a Handle,
+    pub(super) credentials: &'a Credentials,
     pub(super) front: &'a Front,
 }
 
@@ -55,7 +56,7 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
         network,
         storage,
         roles,
-        secret,
+        credentials,
         front,
     } = *inputs;
     let name = base_name(settings);
@@ -210,7 +211,18 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
         Lifetime::WithTheStack,
     );
 
-    let secret_key = |key: &str| sub(&format!("${{{}}}:{key}::", secret.id()));
+    // JSON keys of the secrets, read by the ECS agent with the execution role: the stack's
+    // user as the server's WHEELHOUSE_USERNAME/PASSWORD, the others as suffixed pairs.
+    let secret_key = |secret: &Handle, key: &str| sub(&format!("${{{}}}:{key}::", secret.id()));
+    let mut secrets = vec![
+        json!({ "Name": ENV_USERNAME, "ValueFrom": secret_key(&credentials.stack_user, "username") }),
+        json!({ "Name": ENV_PASSWORD, "ValueFrom": secret_key(&credentials.stack_user, "password") }),
+    ];
+    for (name, secret) in &credentials.users {
+        let suffix = user_key(name).to_ascii_uppercase();
+        secrets.push(json!({ "Name": format!("{ENV_USERNAME_PREFIX}{suffix}"), "ValueFrom": secret_key(secret, "username") }));
+        secrets.push(json!({ "Name": format!("{ENV_PASSWORD_PREFIX}{suffix}"), "ValueFrom": secret_key(secret, "password") }));
+    }
     let task_definition = t.add(
         "TaskDefinition",
         "AWS::ECS::TaskDefinition",
@@ -253,11 +265,7 @@ pub(super) fn service(t: &mut Template, inputs: &Inputs<'_>) -> Compute {
                     "ContainerPath": CONTAINER_PACKAGES,
                     "ReadOnly": false,
                 }],
-                // JSON keys of the secret, read by the ECS agent with the execution role.
-                "Secrets": [
-                    { "Name": "WHEELHOUSE_USERNAME", "ValueFrom": secret_key("username") },
-                    { "Name": "WHEELHOUSE_PASSWORD", "ValueFrom": secret_key("password") },
-                ],
+                "Secrets": secrets,
                 "LogConfiguration": {
                     "LogDriver": "awslogs",
                     "Options": {

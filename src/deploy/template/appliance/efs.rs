@@ -22,7 +22,13 @@ pub(super) struct Storage {
     pub(super) mount_targets: Vec<Handle>,
 }
 
-pub(super) fn file_system(t: &mut Template, settings: &Settings, network: &Network) -> Storage {
+/// `hosts`: the instance role, the one principal the file system's policy admits.
+pub(super) fn file_system(
+    t: &mut Template,
+    settings: &Settings,
+    network: &Network,
+    hosts: &Handle,
+) -> Storage {
     let name = base_name(settings);
     let security_group = t.add(
         "FileSystemSecurityGroup",
@@ -46,25 +52,7 @@ pub(super) fn file_system(t: &mut Template, settings: &Settings, network: &Netwo
         "KmsKeyId": "alias/aws/elasticfilesystem",
         "PerformanceMode": "generalPurpose",
         "ThroughputMode": settings.efs_throughput_mode.as_cfn(),
-        // With a policy in place EFS no longer admits every client that reaches a mount target:
-        // only IAM-authenticated clients whose role allows it (the hosts mount with `iam`), and,
-        // by this statement, only over TLS. `Resource: "*"` in a file system policy is the file
-        // system itself (it cannot name its own ARN without a circular reference).
-        "FileSystemPolicy": {
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Sid": "DenyUnencryptedTransport",
-                "Effect": "Deny",
-                "Principal": { "AWS": "*" },
-                "Action": [
-                    "elasticfilesystem:ClientMount",
-                    "elasticfilesystem:ClientWrite",
-                    "elasticfilesystem:ClientRootAccess",
-                ],
-                "Resource": "*",
-                "Condition": { "Bool": { "aws:SecureTransport": "false" } },
-            }],
-        },
+        "FileSystemPolicy": file_system_policy(hosts),
         "FileSystemTags": named_tags(settings, &name),
     });
     if settings.efs_throughput_mode == ThroughputMode::Provisioned {
@@ -129,6 +117,64 @@ pub(super) fn file_system(t: &mut Template, settings: &Settings, network: &Netwo
         access_point,
         mount_targets,
     }
+}
+
+/// The file system's policy. With a policy in place EFS no longer admits every client that
+/// reaches a mount target: it admits the hosts' role, through a mount target and an access
+/// point, and nobody as root or without TLS, whatever their own policies allow.
+///
+/// `Resource` is `"*"`: AWS's examples name the file system's ARN, but a file system policy is
+/// attached to one file system and governs requests to it alone, so `"*"` there cannot reach
+/// further; and the `FileSystemPolicy` property cannot name the ARN of the file system it
+/// belongs to (a resource cannot refer to itself, and CloudFormation has no separate policy
+/// resource for EFS). For the same reason the grant names any access point of this account
+/// and region rather than the stack's own, which refers to the file system: the instance role's
+/// own policy ([`client_statement`]) names that one.
+///
+/// An allow in a same-account identity policy still admits a role this policy does not name
+/// (EFS takes an allow from either policy); the denies here hold against every principal.
+fn file_system_policy(hosts: &Handle) -> Value {
+    let all_client_actions = json!([
+        "elasticfilesystem:ClientMount",
+        "elasticfilesystem:ClientWrite",
+        "elasticfilesystem:ClientRootAccess",
+    ]);
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "HostsThroughAMountTargetAndAnAccessPoint",
+                "Effect": "Allow",
+                "Principal": { "AWS": hosts.get_att("Arn") },
+                "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
+                "Resource": "*",
+                "Condition": {
+                    "Bool": { "elasticfilesystem:AccessedViaMountTarget": "true" },
+                    "StringLike": {
+                        "elasticfilesystem:AccessPointArn": sub(
+                            "arn:${AWS::Partition}:elasticfilesystem:${AWS::Region}:${AWS::AccountId}:access-point/*"
+                        ),
+                    },
+                },
+            },
+            {
+                // The access point makes every request as the server's user: nobody needs root.
+                "Sid": "DenyRootAccess",
+                "Effect": "Deny",
+                "Principal": { "AWS": "*" },
+                "Action": "elasticfilesystem:ClientRootAccess",
+                "Resource": "*",
+            },
+            {
+                "Sid": "DenyUnencryptedTransport",
+                "Effect": "Deny",
+                "Principal": { "AWS": "*" },
+                "Action": all_client_actions,
+                "Resource": "*",
+                "Condition": { "Bool": { "aws:SecureTransport": "false" } },
+            },
+        ],
+    })
 }
 
 /// The statement that lets a role mount the packages directory, as the hosts do: through
