@@ -81,6 +81,15 @@ fn backup_plan(response: ResponseTemplate) -> Mock {
         .respond_with(response)
 }
 
+fn selections(count: usize) -> Mock {
+    let list: Vec<_> = (0..count)
+        .map(|i| serde_json::json!({ "SelectionId": format!("s{i}"), "SelectionName": "packages" }))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path("/backup/plans/plan-1/selections"))
+        .respond_with(json_ok(serde_json::json!({ "BackupSelectionsList": list })))
+}
+
 fn alarms(states: &[(&str, &str)]) -> Mock {
     let alarms: Vec<_> = states
         .iter()
@@ -104,12 +113,19 @@ fn row<'a>(rows: &'a [Row], check: &str) -> &'a Row {
 #[tokio::test]
 async fn a_healthy_stack_passes_every_aws_row() {
     let server = MockServer::start().await;
-    ecs(serde_json::json!([{ "serviceName": "wh-service", "runningCount": 2, "desiredCount": 2 }]))
-        .mount(&server)
-        .await;
-    target_health(&(target("i-1", "healthy", "") + &target("i-2", "healthy", "")))
-        .mount(&server)
-        .await;
+    ecs(serde_json::json!([{
+        "serviceName": "wh-service", "runningCount": 2, "desiredCount": 2,
+        "deployments": [{ "id": "d1", "status": "PRIMARY", "rolloutState": "COMPLETED" }]
+    }]))
+    .mount(&server)
+    .await;
+    target_health(
+        &(target("i-1", "healthy", "")
+            + &target("i-2", "healthy", "")
+            + &target("i-3", "draining", "")),
+    )
+    .mount(&server)
+    .await;
     mount_targets(&[("us-east-1a", "available"), ("us-east-1b", "available")])
         .mount(&server)
         .await;
@@ -119,6 +135,7 @@ async fn a_healthy_stack_passes_every_aws_row() {
     })))
     .mount(&server)
     .await;
+    selections(1).mount(&server).await;
     alarms(&[("wh-5xx", "OK"), ("wh-unhealthy", "INSUFFICIENT_DATA")])
         .mount(&server)
         .await;
@@ -133,13 +150,17 @@ async fn a_healthy_stack_passes_every_aws_row() {
         details,
         [
             ("ECS tasks running", true, "2 running of 2 desired"),
-            ("load balancer targets healthy", true, "2 of 2 healthy"),
+            (
+                "load balancer targets healthy",
+                true,
+                "2 of 2 healthy (1 more draining)"
+            ),
             (
                 "EFS mount targets available",
                 true,
                 "fs-0123 in us-east-1a, us-east-1b"
             ),
-            ("backup plan", true, "wh-daily, 1 rule(s)"),
+            ("backup plan", true, "wh-daily, 1 rule(s), 1 selection(s)"),
             (
                 "alarms not in ALARM",
                 true,
@@ -203,6 +224,57 @@ async fn each_broken_part_is_a_failing_row_that_says_what_is_wrong() {
     assert_eq!(
         row(&rows, "alarms not in ALARM").detail,
         "in ALARM: wh-5xx (wh-5xx is ALARM)"
+    );
+}
+
+#[tokio::test]
+async fn a_rollout_under_way_a_rolled_back_one_and_a_plan_selecting_nothing_fail() {
+    let rows_with = |deployments: serde_json::Value| async move {
+        let server = MockServer::start().await;
+        ecs(serde_json::json!([{
+            "serviceName": "wh-service", "runningCount": 4, "desiredCount": 2,
+            "deployments": deployments
+        }]))
+        .mount(&server)
+        .await;
+        backup_plan(json_ok(serde_json::json!({
+            "BackupPlanId": "plan-1",
+            "BackupPlan": { "BackupPlanName": "wh-daily", "Rules": [{ "RuleName": "daily", "TargetBackupVaultName": "wh" }] }
+        })))
+        .mount(&server)
+        .await;
+        selections(0).mount(&server).await;
+        services::check(&sdk_config(&server), &parts()).await.0
+    };
+    let rows = rows_with(serde_json::json!([
+        { "id": "d2", "status": "PRIMARY", "rolloutState": "IN_PROGRESS" },
+        { "id": "d1", "status": "ACTIVE", "rolloutState": "COMPLETED" }
+    ]))
+    .await;
+    let tasks = row(&rows, "ECS tasks running");
+    assert!(
+        !tasks.passed,
+        "4 running of 2 mid-rollout is no proof: {tasks:?}"
+    );
+    assert_eq!(
+        tasks.detail,
+        "a deployment is in progress (2 deployments, 4 tasks running): run verify again when it settles"
+    );
+    let backup = row(&rows, "backup plan");
+    assert!(!backup.passed);
+    assert_eq!(
+        backup.detail,
+        "wh-daily (plan-1) selects no resource: nothing is backed up"
+    );
+
+    let rows = rows_with(serde_json::json!([{
+        "id": "d1", "status": "PRIMARY", "rolloutState": "FAILED",
+        "rolloutStateReason": "ECS deployment circuit breaker: tasks failed to start."
+    }]))
+    .await;
+    assert_eq!(
+        row(&rows, "ECS tasks running").detail,
+        "the deployment is FAILED: ECS deployment circuit breaker: tasks failed to start."
     );
 }
 

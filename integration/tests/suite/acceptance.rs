@@ -86,6 +86,36 @@ impl Acceptance {
             .to_owned()
     }
 
+    /// Whether `instance` is a healthy target of the stack's load balancer (the targets are
+    /// instances: ECS on EC2 in bridge mode).
+    fn host_is_healthy_target(&self, instance: &str) -> bool {
+        use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum;
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&self.aws());
+        let groups = self
+            .runtime
+            .block_on(
+                elb.describe_target_groups()
+                    .load_balancer_arn(self.output("LoadBalancerArn"))
+                    .send(),
+            )
+            .expect("DescribeTargetGroups");
+        groups.target_groups().iter().any(|group| {
+            let health = self
+                .runtime
+                .block_on(
+                    elb.describe_target_health()
+                        .set_target_group_arn(group.target_group_arn().map(str::to_owned))
+                        .send(),
+                )
+                .expect("DescribeTargetHealth");
+            health.target_health_descriptions().iter().any(|d| {
+                d.target().and_then(|t| t.id()) == Some(instance)
+                    && d.target_health().and_then(|h| h.state())
+                        == Some(&TargetHealthStateEnum::Healthy)
+            })
+        })
+    }
+
     fn aws(&self) -> aws_config::SdkConfig {
         self.runtime.block_on(aws_config::load_defaults(
             aws_config::BehaviorVersion::latest(),
@@ -139,11 +169,19 @@ fn reboot_one_host(a: &mut Acceptance) {
     a.runtime
         .block_on(ec2.reboot_instances().instance_ids(&host).send())
         .expect("RebootInstances");
-    // The host is down (or about to be) for a while: give the load balancer time to notice.
-    std::thread::sleep(Duration::from_secs(90));
+    // Proof that the reboot happened: the load balancer stops calling the host healthy.
     let deadline = Instant::now() + BACK_AFTER_REBOOT;
+    while a.host_is_healthy_target(&host) {
+        assert!(
+            Instant::now() < deadline,
+            "{host} stayed a healthy target after its reboot"
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    // Then the rebooted host itself serves again (not only tasks placed elsewhere), and the
+    // whole appliance verifies.
     loop {
-        if a.deploy(&["verify"]).status.success() {
+        if a.host_is_healthy_target(&host) && a.deploy(&["verify"]).status.success() {
             return;
         }
         assert!(
@@ -156,6 +194,11 @@ fn reboot_one_host(a: &mut Acceptance) {
 
 /// Runs whatever happened before: a failed `up` must not leave a billable stack behind.
 fn destroy(a: &mut Acceptance) {
+    if a.outputs.is_null() {
+        // `up` failed after the stack was made, or never reached `outputs`: ask again.
+        let output = a.deploy(&["outputs", "--json"]);
+        a.outputs = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+    }
     let file_system = a.outputs["FileSystemId"].as_str().map(str::to_owned);
     a.deploy_ok(&["destroy", "--yes"]);
     let Some(file_system) = file_system else {
@@ -171,7 +214,16 @@ fn destroy(a: &mut Acceptance) {
         )
         .unwrap_or_else(|err| panic!("the file system {file_system} is gone after destroy: {err}"));
     assert_eq!(found.file_systems().len(), 1, "{found:?}");
-    eprintln!(
-        "{file_system} is kept, as destroy promises; delete it when done: aws efs delete-file-system --file-system-id {file_system} (after its mount targets)"
-    );
+    // Kept, as destroy promises; a throw-away stack's file system goes now (its mount targets
+    // went with the stack). The backup vault is kept too, with any recovery points in it.
+    match a
+        .runtime
+        .block_on(efs.delete_file_system().file_system_id(&file_system).send())
+    {
+        Ok(_) => eprintln!("{file_system} was kept by destroy, and is now deleted"),
+        Err(err) => eprintln!(
+            "{file_system} was kept by destroy; deleting it failed ({err}): delete it by hand"
+        ),
+    }
+    eprintln!("the stack's backup vault is retained too: delete its recovery points and then the vault if this stack was a throw-away");
 }

@@ -23,6 +23,14 @@ const TRIES_PER_REPLICA: usize = 10;
 
 const SIMPLE_JSON: &str = "application/vnd.pypi.simple.v1+json";
 
+/// What the removal row says when the index had no probe to remove.
+const NOTHING_STORED: &str = "nothing was stored";
+
+/// The most of an index page read (the probe's page lists one file).
+const PAGE_CAP: usize = 1 << 20;
+/// The most of an error answer read, for its first line.
+const ERROR_CAP: usize = 4 << 10;
+
 /// Where the probe is downloaded from, to hear from every replica.
 #[derive(Debug, Clone)]
 pub enum Replicas {
@@ -48,7 +56,7 @@ pub struct Endpoint {
 /// Every check of the endpoint, in order. A probe that was uploaded is removed again, whatever
 /// failed after its upload.
 pub async fn check(endpoint: &Endpoint, probe: &Probe) -> Vec<Row> {
-    let client = Client::builder()
+    let client = match Client::builder()
         .redirect(redirect::Policy::none())
         .timeout(REQUEST_TIMEOUT)
         .user_agent(concat!(
@@ -57,7 +65,19 @@ pub async fn check(endpoint: &Endpoint, probe: &Probe) -> Vec<Row> {
             " verify"
         ))
         .build()
-        .expect("a client without custom TLS settings builds");
+    {
+        Ok(client) => client,
+        // The system's root certificates could not be loaded: no HTTPS row could mean anything.
+        Err(err) => {
+            return vec![Row::fail(
+                "HTTPS client",
+                format!(
+                    "{}: are the system's CA certificates installed?",
+                    error_chain(&err)
+                ),
+            )]
+        }
+    };
     let mut rows = Vec::new();
     let https = endpoint.base.scheme() == "https";
     let port = endpoint.base.port_or_known_default().unwrap_or(443);
@@ -80,6 +100,12 @@ pub async fn check(endpoint: &Endpoint, probe: &Probe) -> Vec<Row> {
             "probe listed, read and downloaded",
             "not tried: the upload failed",
         ));
+        // An upload that timed out, or whose answer the load balancer lost, may still have
+        // been stored: remove it, and say so only if there was something to remove.
+        let removed = remove(&client, endpoint, probe).await;
+        if removed.detail != NOTHING_STORED {
+            rows.push(removed);
+        }
         return rows;
     }
     let listed = listing(&client, endpoint, probe).await;
@@ -168,8 +194,20 @@ async fn asks_for_credentials(client: &Client, base: &Url) -> Row {
     let check = "/simple/ without credentials is 401";
     let url = join(base, "simple/");
     match client.get(url.clone()).send().await {
-        Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
-            Row::pass(check, "401, with a Basic challenge")
+                Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
+            let challenge = response
+                .headers()
+                .get(reqwest::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if challenge.to_ascii_lowercase().starts_with("basic") {
+                Row::pass(check, "401, with a Basic challenge")
+            } else {
+                Row::fail(
+                    check,
+                    format!("401 without a Basic challenge (WWW-Authenticate {challenge:?}): pip and uv would not send credentials"),
+                )
+            }
         }
         Ok(response) => Row::fail(
             check,
@@ -216,7 +254,7 @@ async fn upload(client: &Client, endpoint: &Endpoint, probe: &Probe) -> Row {
         ),
         Ok(response) => {
             let status = response.status();
-            let body = response.text().await.unwrap_or_default();
+            let body = text_of(read_capped(response, ERROR_CAP).await.unwrap_or_default());
             Row::fail(check, format!("{status}: {}", first_line(&body)))
         }
         Err(err) => Row::fail(check, error_chain(&err)),
@@ -239,10 +277,7 @@ async fn listing(client: &Client, endpoint: &Endpoint, probe: &Probe) -> Result<
     if !response.status().is_success() {
         return Err(fail(format!("answered {}", response.status())));
     }
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|err| fail(error_chain(&err)))?;
+    let bytes = read_capped(response, PAGE_CAP).await.map_err(fail)?;
     let body: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|err| fail(format!("not a PEP 691 page: {err}")))?;
     let file = body["files"]
@@ -257,17 +292,30 @@ async fn listing(client: &Client, endpoint: &Endpoint, probe: &Probe) -> Result<
             file["hashes"]["sha256"], probe.sha256
         )));
     }
-    let has_metadata = !matches!(
-        file.get("core-metadata"),
-        None | Some(serde_json::Value::Bool(false))
-    );
-    if !has_metadata {
-        return Err(fail("listed without core-metadata (PEP 658)".to_owned()));
+    let metadata_sha256 = hex::encode(Sha256::digest(probe.metadata.as_bytes()));
+    match file.get("core-metadata") {
+        None | Some(serde_json::Value::Bool(false)) => {
+            return Err(fail("listed without core-metadata (PEP 658)".to_owned()))
+        }
+        Some(serde_json::Value::Object(hashes))
+            if hashes
+                .get("sha256")
+                .is_some_and(|h| h != metadata_sha256.as_str()) =>
+        {
+            return Err(fail(format!(
+                "core-metadata sha256 {}, but the wheel's METADATA has {metadata_sha256}: pip and uv would refuse it",
+                hashes["sha256"]
+            )))
+        }
+        Some(_) => {}
     }
     let href = file["url"].as_str().unwrap_or_default();
-    let file_url = page
+    let listed_url = page
         .join(href)
         .map_err(|err| fail(format!("file url {href:?}: {err}")))?;
+    // The credentials go only where they were sent first: the file's path, at the address
+    // being verified, whatever host the page names.
+    let file_url = join(&endpoint.base, listed_url.path().trim_start_matches('/'));
     Ok((
         Row::pass(check, "listed with its sha256 and core-metadata"),
         file_url,
@@ -276,23 +324,31 @@ async fn listing(client: &Client, endpoint: &Endpoint, probe: &Probe) -> Result<
 
 async fn core_metadata(client: &Client, endpoint: &Endpoint, probe: &Probe, file_url: &Url) -> Row {
     let check = "probe .metadata (PEP 658)";
-    let url = Url::parse(&format!("{file_url}.metadata")).expect("a URL with a suffix");
+    let mut url = file_url.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.set_path(&format!("{}.metadata", file_url.path()));
     let response = client
         .get(url.clone())
         .basic_auth(&endpoint.username, Some(&endpoint.password))
         .send()
         .await;
     match response {
-        Ok(response) if response.status().is_success() => match response.text().await {
-            Ok(text) if text == probe.metadata => {
-                Row::pass(check, "the wheel's METADATA, byte for byte")
+        Ok(response) if response.status().is_success() => {
+            match read_capped(response, probe.metadata.len() + 1).await {
+                Ok(body) if body == probe.metadata.as_bytes() => {
+                    Row::pass(check, "the wheel's METADATA, byte for byte")
+                }
+                Ok(body) => Row::fail(
+                    check,
+                    format!(
+                        "{url} is not the wheel's METADATA: {:?}",
+                        first_line(&text_of(body))
+                    ),
+                ),
+                Err(err) => Row::fail(check, format!("{url}: {err}")),
             }
-            Ok(text) => Row::fail(
-                check,
-                format!("{url} is not the wheel's METADATA: {:?}", first_line(&text)),
-            ),
-            Err(err) => Row::fail(check, format!("{url}: {}", error_chain(&err))),
-        },
+        }
         Ok(response) => Row::fail(check, format!("{url} answered {}", response.status())),
         Err(err) => Row::fail(check, format!("{url}: {}", error_chain(&err))),
     }
@@ -304,7 +360,12 @@ struct Downloaded {
     sha256: Result<String, String>,
 }
 
-async fn download(client: &Client, endpoint: &Endpoint, url: &Url) -> Downloaded {
+async fn download(
+    client: &Client,
+    endpoint: &Endpoint,
+    url: &Url,
+    probe_size: usize,
+) -> Downloaded {
     let response = client
         .get(url.clone())
         .basic_auth(&endpoint.username, Some(&endpoint.password))
@@ -327,11 +388,10 @@ async fn download(client: &Client, endpoint: &Endpoint, url: &Url) -> Downloaded
         .to_owned();
     let status = response.status();
     let sha256 = if status.is_success() {
-        response
-            .bytes()
+        // One byte more than the probe is enough to tell a wrong file.
+        read_capped(response, probe_size + 1)
             .await
             .map(|body| hex::encode(Sha256::digest(&body)))
-            .map_err(|err| error_chain(&err))
     } else {
         Err(format!("answered {status}"))
     };
@@ -359,7 +419,7 @@ async fn downloads(
             let mut rows = Vec::new();
             for target in targets {
                 let url = join(target, file_url.path().trim_start_matches('/'));
-                let got = download(client, endpoint, &url).await;
+                let got = download(client, endpoint, &url, probe.bytes.len()).await;
                 let name = if got.replica.is_empty() {
                     String::new()
                 } else {
@@ -380,7 +440,7 @@ async fn downloads(
             let mut requests = 0;
             while heard.len() < wanted && requests < wanted * TRIES_PER_REPLICA {
                 requests += 1;
-                let got = download(client, endpoint, file_url).await;
+                let got = download(client, endpoint, file_url, probe.bytes.len()).await;
                 if got.replica.is_empty() {
                     failures.push(
                         got.sha256
@@ -407,7 +467,7 @@ async fn downloads(
             rows.push(match expected {
                 None => Row::fail(check, format!("{} replica(s) answered in {requests} requests, but how many targets are healthy is unknown (see the targets row)", heard.len())),
                 Some(0) => Row::fail(check, "no target is healthy (see the targets row)"),
-                Some(n) if heard.len() >= *n => Row::pass(check, format!("{} of {n} in {requests} requests", heard.len())),
+                                Some(n) if heard.len() >= *n && failures.is_empty() => Row::pass(check, format!("{} of {n} in {requests} requests", heard.len())),
                 Some(n) => Row::fail(
                     check,
                     format!(
@@ -437,9 +497,12 @@ async fn remove(client: &Client, endpoint: &Endpoint, probe: &Probe) -> Row {
         .await;
     match sent {
         Ok(response) if response.status().is_success() => {}
+        Ok(response) if response.status() == StatusCode::NOT_FOUND => {
+            return Row::pass(check, NOTHING_STORED)
+        }
         Ok(response) => {
             let status = response.status();
-            let body = response.text().await.unwrap_or_default();
+            let body = text_of(read_capped(response, ERROR_CAP).await.unwrap_or_default());
             return Row::fail(
                 check,
                 format!(
@@ -457,26 +520,37 @@ async fn remove(client: &Client, endpoint: &Endpoint, probe: &Probe) -> Row {
         }
     }
     let page = join(&endpoint.base, &format!("simple/{PROJECT}/"));
-    let still_listed = client
-        .get(page)
+    let listed = client
+        .get(page.clone())
         .header(ACCEPT, SIMPLE_JSON)
         .basic_auth(&endpoint.username, Some(&endpoint.password))
         .send()
-        .await
-        .ok()
-        .filter(|r| r.status().is_success())
-        .map(|r| r.text());
-    let still_listed = match still_listed {
-        Some(text) => text.await.unwrap_or_default().contains(&probe.filename),
-        None => false,
-    };
-    if still_listed {
+        .await;
+    let unconfirmed = |why: String| {
         Row::fail(
             check,
-            format!("removed, but {} is still listed", probe.filename),
+            format!("removed, but that it is gone could not be confirmed: {page} {why}"),
         )
-    } else {
-        Row::pass(check, "and no longer listed")
+    };
+    match listed {
+        // The project had no other file: it is gone with the probe.
+        Ok(response) if response.status() == StatusCode::NOT_FOUND => {
+            Row::pass(check, "and no longer listed")
+        }
+        Ok(response) if response.status().is_success() => {
+            match read_capped(response, PAGE_CAP).await {
+                Ok(body) if !String::from_utf8_lossy(&body).contains(&probe.filename) => {
+                    Row::pass(check, "and no longer listed")
+                }
+                Ok(_) => Row::fail(
+                    check,
+                    format!("removed, but {} is still listed", probe.filename),
+                ),
+                Err(err) => unconfirmed(err),
+            }
+        }
+        Ok(response) => unconfirmed(format!("answered {}", response.status())),
+        Err(err) => unconfirmed(error_chain(&err)),
     }
 }
 
@@ -489,6 +563,24 @@ fn join(base: &Url, relative: &str) -> Url {
         base.set_path(&path);
     }
     base.join(relative).expect("a relative path joins")
+}
+
+/// A body, read up to `cap` bytes: an index that sends more than it should (or endlessly)
+/// costs this tool no more memory than that.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|err| error_chain(&err))? {
+        let room = cap - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= cap {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+fn text_of(body: Vec<u8>) -> String {
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 fn first_line(text: &str) -> &str {

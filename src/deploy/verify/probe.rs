@@ -20,7 +20,7 @@ pub struct Probe {
 
 impl Probe {
     /// A probe whose version is `0.0.<stamp>`: the caller passes the time (or anything unique).
-    pub fn new(stamp: u64) -> Self {
+    pub fn new(stamp: u128) -> Self {
         let version = format!("0.0.{stamp}");
         let stem = format!("{}-{version}", PROJECT.replace('-', "_"));
         let filename = format!("{stem}-py3-none-any.whl");

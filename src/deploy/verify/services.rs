@@ -64,6 +64,31 @@ async fn tasks(config: &SdkConfig, parts: &Parts) -> Row {
         );
     };
     let (running, desired) = (found.running_count(), found.desired_count());
+    // More than one deployment: a rollout is under way (old and new revisions both count as
+    // running); one that the circuit breaker rolled back ends as FAILED.
+    let deployments = found.deployments();
+    if deployments.len() > 1 {
+        return Row::fail(
+            check,
+            format!(
+                "a deployment is in progress ({} deployments, {running} tasks running): run verify again when it settles",
+                deployments.len()
+            ),
+        );
+    }
+    if let Some(state) = deployments.first().and_then(|d| d.rollout_state()) {
+        use aws_sdk_ecs::types::DeploymentRolloutState;
+        if *state != DeploymentRolloutState::Completed {
+            let reason = deployments[0]
+                .rollout_state_reason()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            return Row::fail(
+                check,
+                format!("the deployment is {}{reason}", state.as_str()),
+            );
+        }
+    }
     if desired > 0 && running >= desired {
         Row::pass(check, format!("{running} running of {desired} desired"))
     } else {
@@ -101,6 +126,7 @@ async fn targets(config: &SdkConfig, parts: &Parts) -> (Row, Option<usize>) {
         }
     };
     let mut healthy = 0;
+    let mut draining = 0;
     let mut others = Vec::new();
     for description in answer.target_health_descriptions() {
         let target = description
@@ -110,6 +136,8 @@ async fn targets(config: &SdkConfig, parts: &Parts) -> (Row, Option<usize>) {
         let health = description.target_health();
         match health.and_then(|h| h.state()) {
             Some(TargetHealthStateEnum::Healthy) => healthy += 1,
+            // Scale-in and every deploy drain a target for a while: normal, not a failure.
+            Some(TargetHealthStateEnum::Draining) => draining += 1,
             state => others.push(format!(
                 "{target} {} ({})",
                 state.map_or("unknown", |s| s.as_str()),
@@ -119,8 +147,16 @@ async fn targets(config: &SdkConfig, parts: &Parts) -> (Row, Option<usize>) {
             )),
         }
     }
+    let draining_note = if draining > 0 {
+        format!(" ({draining} more draining)")
+    } else {
+        String::new()
+    };
     let row = if healthy > 0 && others.is_empty() {
-        Row::pass(check, format!("{healthy} of {healthy} healthy"))
+        Row::pass(
+            check,
+            format!("{healthy} of {healthy} healthy{draining_note}"),
+        )
     } else if healthy == 0 && others.is_empty() {
         Row::fail(check, "no target is registered: no task is running")
     } else {
@@ -193,12 +229,30 @@ async fn backup_plan(config: &SdkConfig, parts: &Parts) -> Row {
                 .unwrap_or_default();
             let rules = answer.backup_plan().map_or(0, |p| p.rules().len());
             if rules == 0 {
-                Row::fail(
+                return Row::fail(
                     check,
                     format!("{name} ({plan}) has no rule: nothing is backed up"),
-                )
-            } else {
-                Row::pass(check, format!("{name}, {rules} rule(s)"))
+                );
+            }
+            // A plan with rules but no selection backs nothing up.
+            let selections = aws_sdk_backup::Client::new(config)
+                .list_backup_selections()
+                .backup_plan_id(plan)
+                .send()
+                .await;
+            match selections {
+                Ok(found) if !found.backup_selections_list().is_empty() => Row::pass(
+                    check,
+                    format!(
+                        "{name}, {rules} rule(s), {} selection(s)",
+                        found.backup_selections_list().len()
+                    ),
+                ),
+                Ok(_) => Row::fail(
+                    check,
+                    format!("{name} ({plan}) selects no resource: nothing is backed up"),
+                ),
+                Err(err) => Row::fail(check, aws_error("ListBackupSelections")(err).to_string()),
             }
         }
         Err(err) => Row::fail(check, aws_error("GetBackupPlan")(err).to_string()),
