@@ -66,12 +66,24 @@ impl<T: Clone> Flight<T> {
     }
 }
 
+/// A caller's place: the first run that may serve it is the first to begin after it arrived.
+/// A caller that waited as a task and then runs the work itself keeps it, so a run another
+/// caller began meanwhile (after this one arrived) still serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
+
 impl<T: Clone> Coalesced<T> {
     /// The result of a run of `work` (this caller's, or another's) that began after this call.
     pub(super) fn run(&self, work: impl FnOnce() -> T) -> T {
-        let mut flight = self.lock();
         // The first run to begin from now on: the current one, if any, began earlier.
-        let wanted = flight.started + 1;
+        let ticket = Ticket(self.lock().started + 1);
+        self.run_with(ticket, work)
+    }
+
+    /// As [`Coalesced::run`], for a caller that arrived when `ticket` was issued.
+    pub(super) fn run_with(&self, ticket: Ticket, work: impl FnOnce() -> T) -> T {
+        let mut flight = self.lock();
+        let wanted = ticket.0;
         loop {
             if let Some(result) = flight.result_of(wanted) {
                 return result;
@@ -88,16 +100,16 @@ impl<T: Clone> Coalesced<T> {
     /// [`Coalesced::run`]: while a run is in flight, waits for it as a task, not a thread.
     /// The result of a run that began after this call, if one landed meanwhile; `None` when no
     /// run is in flight, and the caller's own `run` will most likely begin one.
-    pub(super) async fn join_async(self: Arc<Self>) -> Option<T> {
+    pub(super) async fn join_async(self: Arc<Self>) -> Result<T, Ticket> {
         let wanted = self.lock().started + 1;
         loop {
             let landed = {
                 let flight = self.lock();
                 if let Some(result) = flight.result_of(wanted) {
-                    return Some(result);
+                    return Ok(result);
                 }
                 if !flight.running {
-                    return None;
+                    return Err(Ticket(wanted));
                 }
                 // Made while the lock is held: a landing after the lock is released wakes it
                 // even before it is first polled.
@@ -249,8 +261,8 @@ mod tests {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> T {
         match shared.clone().join_async().await {
-            Some(result) => result,
-            None => tokio::task::spawn_blocking(move || shared.run(work))
+            Ok(result) => result,
+            Err(ticket) => tokio::task::spawn_blocking(move || shared.run_with(ticket, work))
                 .await
                 .unwrap(),
         }
@@ -265,20 +277,32 @@ mod tests {
         let shared = Arc::new(Coalesced::<usize>::default());
         let runs = Arc::new(AtomicUsize::new(0));
         let (first, release) = hold_a_run(&shared, &runs);
+        let arrived = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..64)
             .map(|_| {
-                let (shared, runs) = (shared.clone(), runs.clone());
-                runtime.spawn(run_from_task(shared, move || {
-                    std::thread::sleep(Duration::from_millis(50));
-                    runs.fetch_add(1, Ordering::SeqCst) + 1
-                }))
+                let (shared, runs, arrived) = (shared.clone(), runs.clone(), arrived.clone());
+                // Counted in the same poll that registers the task's wait: a task counted is
+                // a task waiting, however busy the machine is.
+                runtime.spawn(async move {
+                    arrived.fetch_add(1, Ordering::SeqCst);
+                    run_from_task(shared, move || {
+                        std::thread::sleep(Duration::from_millis(50));
+                        runs.fetch_add(1, Ordering::SeqCst) + 1
+                    })
+                    .await
+                })
             })
             .collect();
         let thread = {
             let (shared, runs) = (shared.clone(), runs.clone());
             std::thread::spawn(move || shared.run(|| runs.fetch_add(1, Ordering::SeqCst) + 1))
         };
-        // Let every task and the thread reach the wait before the first run ends.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while arrived.load(Ordering::SeqCst) < 64 {
+            assert!(std::time::Instant::now() < deadline, "the tasks never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // And the thread, which has no such count, a moment to reach its wait.
         std::thread::sleep(Duration::from_millis(200));
         release.send(()).unwrap();
         assert_eq!(first.join().unwrap(), 1);
@@ -331,9 +355,9 @@ mod tests {
             .build()
             .unwrap();
         let shared = Arc::new(Coalesced::<u32>::default());
-        assert_eq!(runtime.block_on(shared.clone().join_async()), None);
+        assert!(runtime.block_on(shared.clone().join_async()).is_err());
         shared.run(|| 1);
         // Run 1 landed before this call: it may not be taken.
-        assert_eq!(runtime.block_on(shared.clone().join_async()), None);
+        assert!(runtime.block_on(shared.clone().join_async()).is_err());
     }
 }

@@ -524,7 +524,15 @@ impl Backend for ConsistentBackend {
 
     fn join_check(&self) -> super::JoinedCheck {
         let check = self.validation.clone().join_async();
-        Box::pin(async move { check.await.map(|tree| tree.snapshot.clone()) })
+        Box::pin(async move { check.await.map(|tree| tree.snapshot.clone()).map_err(Some) })
+    }
+
+    fn snapshot_from(&self, ticket: Option<super::Ticket>) -> std::io::Result<Arc<Snapshot>> {
+        let tree = match ticket {
+            Some(ticket) => self.validation.run_with(ticket, || self.validated()),
+            None => self.validation.run(|| self.validated()),
+        };
+        Ok(tree.snapshot.clone())
     }
 
     fn published(&self, path: &Path) {
@@ -962,11 +970,13 @@ mod tests {
                         let joined = backend.join_check().await;
                         let backend = backend.clone();
                         let snapshot = match joined {
-                            Some(snapshot) => snapshot,
-                            None => tokio::task::spawn_blocking(move || backend.snapshot())
-                                .await
-                                .unwrap()
-                                .unwrap(),
+                            Ok(snapshot) => snapshot,
+                            Err(ticket) => {
+                                tokio::task::spawn_blocking(move || backend.snapshot_from(ticket))
+                                    .await
+                                    .unwrap()
+                                    .unwrap()
+                            }
                         };
                         names(&snapshot)
                     })

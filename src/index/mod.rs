@@ -214,9 +214,13 @@ fn relative_path(root: &Path, path: &Path) -> String {
         .join("/")
 }
 
-/// What [`Backend::join_check`] returns.
-pub type JoinedCheck =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Arc<Snapshot>>> + Send>>;
+/// What [`Backend::join_check`] returns: the snapshot of a check that began after the call,
+/// or the caller's place for running one itself (`None` for a backend without shared checks).
+pub type JoinedCheck = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Arc<Snapshot>, Option<Ticket>>> + Send>,
+>;
+
+pub use coalesce::Ticket;
 
 /// Where listings come from. The scanning backend is the reference the others must agree with.
 pub trait Backend: Send + Sync {
@@ -228,7 +232,11 @@ pub trait Backend: Send + Sync {
     /// `snapshot`: a backend that shares one check among requests lets them wait for a check
     /// in flight as tasks, and hands over its result if it began after this call.
     fn join_check(&self) -> JoinedCheck {
-        Box::pin(std::future::ready(None))
+        Box::pin(std::future::ready(Err(None)))
+    }
+    /// `snapshot`, for a caller that waited in [`Backend::join_check`] and holds a place.
+    fn snapshot_from(&self, _ticket: Option<Ticket>) -> std::io::Result<Arc<Snapshot>> {
+        self.snapshot()
     }
     /// Tells the backend that a file was published or removed through this process.
     fn invalidate(&self) {}
@@ -320,9 +328,10 @@ impl Index {
         let index = self.clone();
         tokio::task::spawn_blocking(move || {
             let snapshot = match joined {
-                Some(snapshot) => index.trimmed_to(snapshot),
-                None => index.snapshot()?,
+                Ok(snapshot) => snapshot,
+                Err(ticket) => index.backend.snapshot_from(ticket)?,
             };
+            let snapshot = index.trimmed_to(snapshot);
             then(&index, snapshot)
         })
         .await
