@@ -4,12 +4,15 @@
 //! role of a fresh account; deletion protection released by `destroy`; every preflight
 //! failure of a wrong network.
 
+mod aws_mock;
+
 use std::time::Duration;
 
 use aws_sdk_cloudformation::config::{BehaviorVersion, Credentials, Region};
 use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use aws_mock::{query_error, query_ok, sdk_config};
 use wheelhouse::deploy::aws::retry_config;
 use wheelhouse::deploy::render;
 use wheelhouse::deploy::stack::{is_success, DeployError, DiffAction, StackClient};
@@ -30,39 +33,12 @@ fn client(server: &MockServer) -> StackClient {
         .with_poll_interval(Duration::from_millis(5))
 }
 
-/// One AWS configuration pointed at a wiremock server, for the clients of every service.
-fn sdk_config(server: &MockServer) -> aws_config::SdkConfig {
-    aws_config::SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(server.uri())
-        .credentials_provider(
-            aws_sdk_cloudformation::config::SharedCredentialsProvider::new(Credentials::new(
-                "test", "test", None, None, "test",
-            )),
-        )
-        .build()
-}
-
 fn ok(action: &str, result: &str) -> ResponseTemplate {
     query_ok(NS, action, result)
 }
 
 fn error(status: u16, code: &str, message: &str) -> ResponseTemplate {
     query_error(NS, status, code, message)
-}
-
-/// A successful answer in the query protocol of the service whose namespace is `ns`.
-fn query_ok(ns: &str, action: &str, result: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_string(format!(
-        "<{action}Response xmlns=\"{ns}\"><{action}Result>{result}</{action}Result><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></{action}Response>"
-    ))
-}
-
-fn query_error(ns: &str, status: u16, code: &str, message: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status).set_body_string(format!(
-        "<ErrorResponse xmlns=\"{ns}\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>r</RequestId></ErrorResponse>"
-    ))
 }
 
 fn stack(status: &str) -> String {
@@ -708,6 +684,61 @@ mod preflight {
 
     const TO_IGW: &str = "<item><destinationCidrBlock>0.0.0.0/0</destinationCidrBlock><gatewayId>igw-1</gatewayId><state>active</state></item>";
     const TO_NAT: &str = "<item><destinationCidrBlock>0.0.0.0/0</destinationCidrBlock><natGatewayId>nat-1</natGatewayId><state>active</state></item>";
+
+    #[tokio::test]
+    async fn an_instance_type_outside_the_table_is_sized_from_ec2() {
+        use wheelhouse::deploy::instance_types::resolve;
+        let server = MockServer::start().await;
+        answer(
+            &server,
+            "DescribeInstanceTypes",
+            "x8g.large",
+            "<instanceTypeSet><item><instanceType>x8g.large</instanceType><vCpuInfo><defaultVCpus>2</defaultVCpus></vCpuInfo><memoryInfo><sizeInMiB>16384</sizeInMiB></memoryInfo></item></instanceTypeSet>",
+            1,
+        )
+        .await;
+        let mut unknown = Settings {
+            instance_type: "x8g.large".into(),
+            ..settings()
+        };
+        assert!(unknown.validate().is_err(), "the table does not know x8g");
+        resolve(&mut unknown, &ec2(&server)).await.unwrap();
+        assert_eq!(
+            (unknown.instance_vcpus, unknown.instance_memory_mib),
+            (Some(2), Some(16384))
+        );
+        unknown.validate().unwrap();
+        assert_eq!(unknown.sizing().workers, settings().sizing().workers);
+
+        // A type the table knows is not asked about.
+        let asked = server.received_requests().await.unwrap().len();
+        let mut known = settings();
+        resolve(&mut known, &ec2(&server)).await.unwrap();
+        assert_eq!(known.instance_vcpus, None);
+        assert_eq!(server.received_requests().await.unwrap().len(), asked);
+
+        // One EC2 does not know either is left for validation to name.
+        let nowhere = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(400).set_body_string(
+                "<Response><Errors><Error><Code>InvalidInstanceType</Code><Message>The following supplied instance types do not exist: [z9.mega]</Message></Error></Errors><RequestID>r</RequestID></Response>",
+            ))
+            .mount(&nowhere)
+            .await;
+        let mut typo = Settings {
+            instance_type: "z9.mega".into(),
+            ..settings()
+        };
+        resolve(&mut typo, &ec2(&nowhere)).await.unwrap();
+        let errors = typo.validate().unwrap_err();
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("instance_type = \"z9.mega\": not in the built-in table"),
+            "{}",
+            errors[0]
+        );
+    }
 
     fn settings() -> Settings {
         Settings {

@@ -126,6 +126,21 @@ fn statements(template: &Value) -> Vec<&Value> {
     found
 }
 
+/// A container's `Secrets`: each variable and the secret key (`Fn::Sub`) it is filled from.
+fn secret_entries(container: &Value) -> Vec<(&str, &str)> {
+    container["Secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["Name"].as_str().unwrap(),
+                s["ValueFrom"]["Fn::Sub"].as_str().unwrap(),
+            )
+        })
+        .collect()
+}
+
 fn strings(value: &Value) -> Vec<&str> {
     match value {
         Value::String(s) => vec![s.as_str()],
@@ -465,17 +480,7 @@ fn every_user_reaches_the_task_as_a_pair_of_secrets_and_has_an_output() {
     let settings = provisioned();
     let t = template(&settings);
     let container = &only(&t, "AWS::ECS::TaskDefinition")["ContainerDefinitions"][0];
-    let secrets: Vec<(&str, &str)> = container["Secrets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["Name"].as_str().unwrap(),
-                s["ValueFrom"]["Fn::Sub"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let secrets = secret_entries(container);
     assert_eq!(
         secrets,
         [
@@ -580,17 +585,7 @@ fn the_task_runs_the_server_as_sized() {
         .as_str()
         .unwrap()
         .starts_with("/mnt/"));
-    let secrets: Vec<(&str, &str)> = container["Secrets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["Name"].as_str().unwrap(),
-                s["ValueFrom"]["Fn::Sub"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let secrets = secret_entries(container);
     assert_eq!(
         secrets,
         [

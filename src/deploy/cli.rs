@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use super::account;
 use super::aws::{sdk_config, AwsOptions};
+use super::instance_types;
 use super::preflight::{self, Problem};
 use super::protection;
 use super::render;
@@ -188,7 +189,7 @@ async fn dispatch(cli: &DeployCli) -> Result<ExitCode, Failure> {
         DeployCommand::Sizing {
             instance_type,
             container_memory,
-        } => sizing_table(global, instance_type.clone(), *container_memory),
+        } => sizing_table(global, instance_type.clone(), *container_memory).await,
         DeployCommand::Template { output } => {
             let template = build_template(global).await?;
             match output {
@@ -200,7 +201,7 @@ async fn dispatch(cli: &DeployCli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         DeployCommand::Check => {
-            let settings = Settings::load(&global.settings_path(), &global.overrides)?;
+            let settings = load_settings(global).await?;
             preflight(global, &settings).await?;
             println!(
                 "Stack {}: settings, account and network are ready for `up`.",
@@ -209,7 +210,7 @@ async fn dispatch(cli: &DeployCli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         DeployCommand::Preview => {
-            let settings = Settings::load(&global.settings_path(), &global.overrides)?;
+            let settings = load_settings(global).await?;
             preflight(global, &settings).await?;
             let template = template_body(global, &settings).await?;
             ecs_role(global, false).await?;
@@ -246,7 +247,7 @@ async fn dispatch(cli: &DeployCli) -> Result<ExitCode, Failure> {
     }
 }
 
-fn sizing_table(
+async fn sizing_table(
     global: &GlobalArgs,
     instance_type: Option<String>,
     container_memory: Option<u32>,
@@ -261,10 +262,11 @@ fn sizing_table(
     if let Some(memory) = container_memory {
         settings.container_memory = memory;
     }
+    size_from_ec2(global, &mut settings).await;
     if settings.instance_spec().is_none() {
         let known: Vec<String> = sizing::known_instance_types().map(|(t, _)| t).collect();
         return Err(Failure::Other(format!(
-            "instance type {:?} is not in the built-in table; set instance_vcpus and instance_memory_mib, or use one of: {}",
+            "instance type {:?} is neither in the built-in table nor known to EC2 in this region; set instance_vcpus and instance_memory_mib, or use one of: {}",
             settings.instance_type,
             known.join(", ")
         )));
@@ -277,8 +279,34 @@ fn sizing_table(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Asks EC2 for the size of an instance type the built-in table does not know. When EC2 cannot
+/// be asked (no credentials, access denied), validation names the setting, and this says why.
+async fn size_from_ec2(global: &GlobalArgs, settings: &mut Settings) {
+    if settings.instance_spec().is_some() {
+        return;
+    }
+    let config = sdk_config(&global.aws()).await;
+    if let Err(err) = instance_types::resolve(settings, &aws_sdk_ec2::Client::new(&config)).await {
+        eprintln!(
+            "warning: the size of instance type {:?} could not be asked of EC2: {err}",
+            settings.instance_type
+        );
+    }
+}
+
+/// The settings, with the size of an instance type the built-in table does not know asked of
+/// EC2 before they are validated.
+async fn load_settings(global: &GlobalArgs) -> Result<Settings, Failure> {
+    let mut settings = Settings::read(&global.settings_path(), &global.overrides)?;
+    size_from_ec2(global, &mut settings).await;
+    settings
+        .validate()
+        .map_err(|errors| Failure::Settings(settings::LoadError::Invalid(errors)))?;
+    Ok(settings)
+}
+
 async fn build_template(global: &GlobalArgs) -> Result<String, Failure> {
-    let settings = Settings::load(&global.settings_path(), &global.overrides)?;
+    let settings = load_settings(global).await?;
     Ok(template_of(global, &settings).await?.to_json())
 }
 
@@ -407,7 +435,7 @@ async fn follow(
 }
 
 async fn up(global: &GlobalArgs, yes: bool) -> Result<ExitCode, Failure> {
-    let settings = Settings::load(&global.settings_path(), &global.overrides)?;
+    let settings = load_settings(global).await?;
     preflight(global, &settings).await?;
     let template = template_body(global, &settings).await?;
     let stack = stack_client(global).await;

@@ -4,6 +4,7 @@
 //! - [`account`]: what the account must hold that the stack cannot create (the ECS role).
 //! - [`settings`]: the per-stack settings file, validated before any AWS call.
 //! - [`sizing`]: tasks per instance and task sizes, the seed's formulas.
+//! - [`instance_types`]: the size of an instance type outside the sizing table, from EC2.
 //! - [`template`]: the stack's template from typed values.
 //! - [`stack`]: CloudFormation operations (change sets, events, drift), nothing printed.
 //! - [`preflight`]: the account and network checked before any change set.
@@ -15,6 +16,7 @@
 pub mod account;
 pub mod aws;
 pub mod cli;
+pub mod instance_types;
 pub mod network;
 pub mod preflight;
 pub mod protection;

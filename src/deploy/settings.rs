@@ -441,7 +441,7 @@ impl Settings {
                     fail(
                         "instance_type",
                         quoted(&self.instance_type),
-                        "not in the built-in table (t3/t3a/t4g, m5/m6i/m6a/m7i/m7g, c5/c6i/c6a/c7i/c7g, r5/r6i/r7g); give instance_vcpus and instance_memory_mib for other types",
+                        "not in the built-in table (t3/t3a/t4g, m5/m6i/m6a/m7i/m7g, c5/c6i/c6a/c7i/c7g, r5/r6i/r7g) and not known to EC2 in the region: check the name, or give instance_vcpus and instance_memory_mib",
                     )
                 }
             }
