@@ -75,15 +75,23 @@ pub struct Ticket(u64);
 impl<T: Clone> Coalesced<T> {
     /// The result of a run of `work` (this caller's, or another's) that began after this call.
     pub(super) fn run(&self, work: impl FnOnce() -> T) -> T {
+        let flight = self.lock();
         // The first run to begin from now on: the current one, if any, began earlier.
-        let ticket = Ticket(self.lock().started + 1);
-        self.run_with(ticket, work)
+        let wanted = flight.started + 1;
+        self.run_from(flight, wanted, work)
     }
 
     /// As [`Coalesced::run`], for a caller that arrived when `ticket` was issued.
     pub(super) fn run_with(&self, ticket: Ticket, work: impl FnOnce() -> T) -> T {
-        let mut flight = self.lock();
-        let wanted = ticket.0;
+        self.run_from(self.lock(), ticket.0, work)
+    }
+
+    fn run_from(
+        &self,
+        mut flight: MutexGuard<'_, Flight<T>>,
+        wanted: u64,
+        work: impl FnOnce() -> T,
+    ) -> T {
         loop {
             if let Some(result) = flight.result_of(wanted) {
                 return result;

@@ -25,6 +25,8 @@ pub(crate) struct Acceptance {
     stack: String,
     outputs: serde_json::Value,
     runtime: tokio::runtime::Runtime,
+    /// Loaded once: the reboot step asks ELBv2 every few seconds.
+    aws: aws_config::SdkConfig,
 }
 
 pub(crate) type Step = fn(&mut Acceptance);
@@ -48,15 +50,20 @@ impl Acceptance {
                 settings.display()
             ));
         }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let aws = runtime.block_on(aws_config::load_defaults(
+            aws_config::BehaviorVersion::latest(),
+        ));
         Ok(Self {
             settings,
             stack: std::env::var("WHEELHOUSE_AWS_STACK")
                 .unwrap_or_else(|_| "wheelhouse-acceptance".to_owned()),
             outputs: serde_json::Value::Null,
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime"),
+            runtime,
+            aws,
         })
     }
 
@@ -90,7 +97,7 @@ impl Acceptance {
     /// instances: ECS on EC2 in bridge mode).
     fn host_is_healthy_target(&self, instance: &str) -> bool {
         use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum;
-        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&self.aws());
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&self.aws);
         let groups = self
             .runtime
             .block_on(
@@ -115,12 +122,6 @@ impl Acceptance {
             })
         })
     }
-
-    fn aws(&self) -> aws_config::SdkConfig {
-        self.runtime.block_on(aws_config::load_defaults(
-            aws_config::BehaviorVersion::latest(),
-        ))
-    }
 }
 
 fn check(a: &mut Acceptance) {
@@ -138,7 +139,7 @@ fn verify(a: &mut Acceptance) {
 
 fn reboot_one_host(a: &mut Acceptance) {
     let group = a.output("AutoScalingGroupName");
-    let ec2 = aws_sdk_ec2::Client::new(&a.aws());
+    let ec2 = aws_sdk_ec2::Client::new(&a.aws);
     let instances = a
         .runtime
         .block_on(
@@ -204,7 +205,7 @@ fn destroy(a: &mut Acceptance) {
     let Some(file_system) = file_system else {
         panic!("destroyed, but the stack never had outputs: was it created?");
     };
-    let efs = aws_sdk_efs::Client::new(&a.aws());
+    let efs = aws_sdk_efs::Client::new(&a.aws);
     let found = a
         .runtime
         .block_on(

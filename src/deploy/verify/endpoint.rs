@@ -165,12 +165,7 @@ async fn redirects_to_https(client: &Client, base: &Url) -> Row {
     url.set_path("/simple/");
     match client.get(url.clone()).send().await {
         Ok(response) => {
-            let location = response
-                .headers()
-                .get(LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
+            let location = header_text(&response, LOCATION);
             if response.status().is_redirection() && location.starts_with("https://") {
                 Row::pass(
                     check,
@@ -195,11 +190,7 @@ async fn asks_for_credentials(client: &Client, base: &Url) -> Row {
     let url = join(base, "simple/");
     match client.get(url.clone()).send().await {
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
-            let challenge = response
-                .headers()
-                .get(reqwest::header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
+            let challenge = header_text(&response, reqwest::header::WWW_AUTHENTICATE);
             if challenge.to_ascii_lowercase().starts_with("basic") {
                 Row::pass(check, "401, with a Basic challenge")
             } else {
@@ -265,13 +256,9 @@ async fn upload(client: &Client, endpoint: &Endpoint, probe: &Probe) -> Row {
 /// metadata; returns the file's address.
 async fn listing(client: &Client, endpoint: &Endpoint, probe: &Probe) -> Result<(Row, Url), Row> {
     let check = "probe listed";
-    let page = join(&endpoint.base, &format!("simple/{PROJECT}/"));
+    let page = probe_page(endpoint);
     let fail = |detail: String| Row::fail(check, format!("{page}: {detail}"));
-    let response = client
-        .get(page.clone())
-        .header(ACCEPT, SIMPLE_JSON)
-        .basic_auth(&endpoint.username, Some(&endpoint.password))
-        .send()
+    let response = get_page(client, endpoint, &page)
         .await
         .map_err(|err| fail(error_chain(&err)))?;
     if !response.status().is_success() {
@@ -380,12 +367,7 @@ async fn download(
             }
         }
     };
-    let replica = response
-        .headers()
-        .get(REPLICA_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let replica = header_text(&response, REPLICA_HEADER);
     let status = response.status();
     let sha256 = if status.is_success() {
         // One byte more than the probe is enough to tell a wrong file.
@@ -519,13 +501,8 @@ async fn remove(client: &Client, endpoint: &Endpoint, probe: &Probe) -> Row {
             )
         }
     }
-    let page = join(&endpoint.base, &format!("simple/{PROJECT}/"));
-    let listed = client
-        .get(page.clone())
-        .header(ACCEPT, SIMPLE_JSON)
-        .basic_auth(&endpoint.username, Some(&endpoint.password))
-        .send()
-        .await;
+    let page = probe_page(endpoint);
+    let listed = get_page(client, endpoint, &page).await;
     let unconfirmed = |why: String| {
         Row::fail(
             check,
@@ -552,6 +529,35 @@ async fn remove(client: &Client, endpoint: &Endpoint, probe: &Probe) -> Row {
         Ok(response) => unconfirmed(format!("answered {}", response.status())),
         Err(err) => unconfirmed(error_chain(&err)),
     }
+}
+
+/// The probe project's page at the address being verified.
+fn probe_page(endpoint: &Endpoint) -> Url {
+    join(&endpoint.base, &format!("simple/{PROJECT}/"))
+}
+
+/// `page` in PEP 691's JSON, with the credentials.
+async fn get_page(
+    client: &Client,
+    endpoint: &Endpoint,
+    page: &Url,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .get(page.clone())
+        .header(ACCEPT, SIMPLE_JSON)
+        .basic_auth(&endpoint.username, Some(&endpoint.password))
+        .send()
+        .await
+}
+
+/// A header's value as text, empty when absent or not text.
+fn header_text(response: &reqwest::Response, name: impl reqwest::header::AsHeaderName) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// `base` joined with a relative path, as a directory: `https://h/` + `simple/` is
