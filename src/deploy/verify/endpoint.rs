@@ -615,6 +615,18 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_body_is_read_no_further_than_its_cap() {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_bytes(vec![b'x'; 8 << 20]))
+            .mount(&server)
+            .await;
+        let response = Client::new().get(server.uri()).send().await.unwrap();
+        let body = read_capped(response, 1000).await.unwrap();
+        assert_eq!(body.len(), 1000, "8 MiB sent, 1000 bytes kept");
+    }
+
     #[test]
     fn a_long_first_line_is_cut_on_a_character() {
         let text = "é".repeat(300);
