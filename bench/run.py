@@ -71,7 +71,9 @@ def ensure_venv():
         log("creating the Python venv (pypiserver, gunicorn, matplotlib)")
         shutil.rmtree(venv, ignore_errors=True)
         run([sys.executable, "-m", "venv", str(venv)])
-        run([str(venv / "bin/pip"), "install", "-q", "-r", str(BENCH / "requirements.txt")])
+        # The lock (from requirements.in, by tests/python/lock) holds the whole tree with hashes.
+        run([str(venv / "bin/pip"), "install", "-q", "--require-hashes", "--no-deps", "-r",
+             str(BENCH / "requirements.txt")])
         stamp.write_text(digest)
     return venv
 

@@ -8,13 +8,13 @@ let
   root = ../.;
 
   # Cargo's files, plus what the tests read besides Rust code: insta's snapshots, and the
-  # Python requirements that tests/common/python.rs embeds with include_str!.
+  # Python lock files that the tests' venv builders embed with include_str!.
   src = lib.fileset.toSource {
     inherit root;
     fileset = lib.fileset.unions [
       (craneLib.fileset.commonCargoSources root)
       ../tests/snapshots
-      ../tests/python-requirements.txt
+      (lib.fileset.fileFilter (file: file.hasExt "txt") ../tests/python)
     ];
   };
 

@@ -475,7 +475,8 @@ mod tests {
         let Command::Run(run) = cli.command else {
             unreachable!("the command line above is a run command")
         };
-        run.into_config()
+        // Not the process's environment: a developer's shell may define users.
+        run.into_config_with_env(std::iter::empty())
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::privileged;
 use common::replica::Replica;
 use common::{
     json_body, multipart, sha256_hex, text, upload_fields, wheel, wheel_filename, SIMPLE_JSON,
@@ -550,6 +551,11 @@ fn a_random_sequence_of_changes_is_seen_alike_by_every_replica() {
 /// last read leaves the directory's mtime unchanged: it must be seen all the same.
 #[test]
 fn a_change_within_the_same_timestamp_tick_is_seen() {
+    const NAME: &str = "consistency::a_change_within_the_same_timestamp_tick_is_seen";
+    if !privileged::enabled() {
+        privileged::report_not_run(NAME, "root and a loop device");
+        return;
+    }
     let fs = CoarseFilesystem::mount();
     let cluster = Cluster::on(&fs.mountpoint);
     let known = ["iota"];
@@ -607,6 +613,88 @@ fn a_change_within_the_same_timestamp_tick_is_seen() {
         cluster.assert_all_show(&expected, &known);
     }
     assert_eq!(exercised, 3, "the same-tick case was not produced");
+    privileged::report_ran(NAME);
+}
+
+/// On a one-second filesystem, a password file rewritten in place with the same size in the
+/// same second as its last read keeps every field of its stamp (size, inode, mtime, ctime):
+/// the new passwords must count all the same.
+#[test]
+fn a_same_size_password_file_rewrite_within_one_tick_is_seen() {
+    use base64::Engine;
+    use wheelhouse::auth::{Action, Authenticator, Verdict};
+    const NAME: &str = "consistency::a_same_size_password_file_rewrite_within_one_tick_is_seen";
+    if !privileged::enabled() {
+        privileged::report_not_run(NAME, "root and a loop device");
+        return;
+    }
+    let fs = CoarseFilesystem::mount();
+    let path = fs.mountpoint.join("htpasswd");
+    let basic = |password: &str| {
+        let pair = format!("alice:{password}");
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    };
+    let line = |password: &str| format!("alice:{}\n", bcrypt::hash(password, 4).unwrap());
+    let mut exercised = 0;
+    for attempt in 0..20 {
+        if exercised == 3 {
+            break;
+        }
+        let (old, new) = (format!("old-{attempt}"), format!("new-{attempt}"));
+        let (old_line, new_line) = (line(&old), line(&new));
+        assert_eq!(old_line.len(), new_line.len());
+        std::fs::write(&path, &old_line).unwrap();
+        let auth = Authenticator::new(HashSet::from([Action::Update]), Some(path.clone()), vec![])
+            .unwrap();
+        // Start just after a second begins, so that the read and the rewrite share a tick.
+        let into_second = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis();
+        std::thread::sleep(Duration::from_millis(u64::from(1020 - into_second)));
+        std::fs::write(&path, &old_line).unwrap();
+        let before = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            auth.check(Some(&basic(&old))),
+            Verdict::Allowed("alice".into())
+        );
+        // In place: the same inode, the same size.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all(new_line.as_bytes())
+            .unwrap();
+        let after = std::fs::metadata(&path).unwrap();
+        let same_stamp = {
+            use std::os::unix::fs::MetadataExt;
+            (
+                before.mtime(),
+                before.mtime_nsec(),
+                before.ctime(),
+                before.ctime_nsec(),
+            ) == (
+                after.mtime(),
+                after.mtime_nsec(),
+                after.ctime(),
+                after.ctime_nsec(),
+            ) && before.ino() == after.ino()
+                && before.len() == after.len()
+        };
+        assert_eq!(auth.check(Some(&basic(&old))), Verdict::Denied);
+        assert_eq!(
+            auth.check(Some(&basic(&new))),
+            Verdict::Allowed("alice".into())
+        );
+        if same_stamp {
+            exercised += 1;
+        }
+    }
+    assert_eq!(exercised, 3, "the same-stamp case was not produced");
+    privileged::report_ran(NAME);
 }
 
 fn mtime(path: &Path) -> SystemTime {
@@ -633,7 +721,8 @@ fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<
 }
 
 /// An ext4 image with 128-byte inodes, whose timestamps have a granularity of one second,
-/// loop-mounted for the test and unmounted after it. Needs root, as CI has.
+/// loop-mounted for the test and unmounted after it. Needs root: runs only with
+/// `WHEELHOUSE_PRIVILEGED_TESTS=1`.
 struct CoarseFilesystem {
     mountpoint: PathBuf,
     _dir: tempfile::TempDir,

@@ -9,84 +9,38 @@ mod hostile;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::python::{build_project, run, run_fails, run_ok, tool, uv, venv};
+use common::replica::Replica;
 use common::{assert_metadata_only, free_port, sha256_hex, text};
 
-/// A `wheelhouse run` process; killed when dropped, pass or fail.
+/// A `wheelhouse run` process with a packages directory of its own; killed when dropped.
 struct Server {
-    child: Child,
-    port: u16,
+    replica: Replica,
     dir: tempfile::TempDir,
-    log: PathBuf,
-    health_path: String,
 }
 
 impl Server {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("packages")).unwrap();
-        let log = dir.path().join("server.log");
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wheelhouse"));
-        cmd.arg("run")
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "--log-stream",
-                "none",
-            ])
-            .arg("--log-file")
-            .arg(&log)
-            .args(args)
-            .arg(dir.path().join("packages"))
-            .env_remove("WHEELHOUSE_USERNAME")
-            .env_remove("WHEELHOUSE_PASSWORD")
-            .stdin(Stdio::null());
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        let child = cmd.spawn().unwrap();
-        let health_path = args
-            .iter()
-            .position(|a| *a == "--health-endpoint")
-            .map_or("/health", |i| args[i + 1])
-            .to_owned();
-        let server = Self {
-            child,
-            port,
-            dir,
-            log,
-            health_path,
-        };
-        server.wait_healthy();
-        server
-    }
-
-    fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(resp) = reqwest::blocking::get(format!("{}{}", self.url(), self.health_path))
-            {
-                if resp.status().is_success() {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("server did not become healthy; log:\n{}", self.log_text());
+        let packages = dir.path().join("packages");
+        std::fs::create_dir(&packages).unwrap();
+        let replica = Replica::start_with_env("server", &packages, dir.path(), args, env);
+        Self { replica, dir }
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.replica.url()
+    }
+
+    fn port(&self) -> u16 {
+        self.replica.port()
     }
 
     fn url_with(&self, user: &str, password: &str) -> String {
-        format!("http://{user}:{password}@127.0.0.1:{}", self.port)
+        format!("http://{user}:{password}@127.0.0.1:{}", self.port())
     }
 
     fn packages(&self) -> PathBuf {
@@ -105,17 +59,11 @@ impl Server {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.replica.log_text()
     }
 
-    /// Peak resident memory of the server process so far, in KiB.
     fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+        self.replica.peak_rss_kib()
     }
 
     fn twine_upload(&self, files: &[&Path], user: &str, password: &str) -> Command {
@@ -130,13 +78,6 @@ impl Server {
         .args(["-u", user, "-p", password])
         .args(files);
         cmd
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -371,6 +312,7 @@ fn a_300_mb_upload_keeps_the_server_under_64_mb() {
 fn wrong_sha256_digest_is_400_and_stores_nothing() {
     let server = Server::start(&["-P", ".", "-a", "."], &[]);
     let bytes = common::wheel("wh-demo", "3.0", None);
+    let actual = sha256_hex(&bytes);
     let form = reqwest::blocking::multipart::Form::new()
         .text(":action", "file_upload")
         .text("name", "wh-demo")
@@ -387,7 +329,11 @@ fn wrong_sha256_digest_is_400_and_stores_nothing() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), 400);
-    assert!(resp.text().unwrap().contains(&"ab".repeat(32)));
+    // Both values, so the user can tell a corrupted upload from a wrong claim.
+    let message = resp.text().unwrap();
+    assert!(message.contains("sha256_digest"), "{message}");
+    assert!(message.contains(&"ab".repeat(32)), "{message}");
+    assert!(message.contains(&actual), "{message}");
     assert!(server.stored().is_empty(), "{:?}", server.stored());
 }
 
@@ -427,7 +373,7 @@ fn sigterm_lets_an_upload_in_flight_finish() {
         &common::upload_fields("wh-demo", "4.0", &sha),
         Some(("wh_demo-4.0-py3-none-any.whl", &bytes)),
     );
-    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
     write!(
         stream,
         "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -439,7 +385,7 @@ fn sigterm_lets_an_upload_in_flight_finish() {
     stream.flush().unwrap();
     std::thread::sleep(Duration::from_millis(300));
 
-    let pid = server.child.id() as i32;
+    let pid = server.replica.pid() as i32;
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     std::thread::sleep(Duration::from_millis(300));
@@ -451,7 +397,7 @@ fn sigterm_lets_an_upload_in_flight_finish() {
 
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
+        if let Some(status) = server.replica.try_wait() {
             assert!(status.success(), "exit status {status}");
             break;
         }
@@ -491,6 +437,149 @@ fn command_line_errors_quote_the_bad_value() {
     ] {
         assert!(help.contains(flag), "help lacks {flag}:\n{help}");
     }
+}
+
+/// A credential variable set without its other half refuses to start, naming both variables,
+/// rather than running an index that nobody can log in to (or that anyone can).
+#[test]
+fn one_credential_variable_alone_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (set, missing) in [
+        ("WHEELHOUSE_USERNAME", "WHEELHOUSE_PASSWORD"),
+        ("WHEELHOUSE_PASSWORD", "WHEELHOUSE_USERNAME"),
+        ("WHEELHOUSE_USERNAME_CI", "WHEELHOUSE_PASSWORD_CI"),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wheelhouse"));
+        common::without_env_users(&mut command)
+            .args(["run", "-p", "0", "-a", "update"])
+            .arg(dir.path())
+            .env(set, "value");
+        let output = run(&mut command);
+        assert_eq!(output.status.code(), Some(2), "{set}: {}", text(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(set) && stderr.contains(missing),
+            "{set}: {stderr}"
+        );
+    }
+}
+
+/// `--log-file` appends the access log to a file, `--log-stream` picks where the log also goes
+/// (or nowhere), and `-v` adds the debug level the default leaves out.
+#[test]
+fn log_file_stream_and_verbosity() {
+    let marker = "/packages/log-marker-1.0.tar.gz";
+    let dir = tempfile::tempdir().unwrap();
+    let log_file = dir.path().join("server.log");
+    std::fs::write(&log_file, "an earlier line\n").unwrap();
+    let (stdout, stderr) = serve_one_request(
+        &[
+            "--log-stream",
+            "none",
+            "--log-file",
+            log_file.to_str().unwrap(),
+        ],
+        marker,
+    );
+    assert!(stdout.is_empty() && stderr.is_empty(), "{stdout}{stderr}");
+    let logged = std::fs::read_to_string(&log_file).unwrap();
+    assert!(logged.starts_with("an earlier line\n"), "{logged}");
+    assert!(logged.contains(marker), "{logged}");
+
+    for (stream, on_stdout, on_stderr) in [("stdout", true, false), ("stderr", false, true)] {
+        let (stdout, stderr) = serve_one_request(&["--log-stream", stream], marker);
+        assert_eq!(
+            stdout.contains(marker),
+            on_stdout,
+            "{stream}: stdout {stdout}"
+        );
+        assert_eq!(
+            stderr.contains(marker),
+            on_stderr,
+            "{stream}: stderr {stderr}"
+        );
+    }
+
+    // Raising the open files limit is said at debug: with -v only.
+    let (_, quiet) = serve_one_request(&["--log-stream", "stderr"], marker);
+    assert!(!quiet.contains("open files limit raised"), "{quiet}");
+    let (_, verbose) = serve_one_request(&["--log-stream", "stderr", "-v"], marker);
+    assert!(verbose.contains("DEBUG"), "{verbose}");
+    assert!(verbose.contains("open files limit raised"), "{verbose}");
+}
+
+/// Starts the server with `args` and a soft open files limit below the hard one, asks it for
+/// `path` once, stops it with SIGTERM and returns what it wrote to stdout and stderr.
+fn serve_one_request(args: &[&str], path: &str) -> (String, String) {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Where the port it picked is announced, whichever stream the test looks at: the
+    // arguments' --log-file, or one of its own.
+    let log_file = args.iter().position(|arg| *arg == "--log-file");
+    let announced = log_file.map_or(dir.path().join("announced.log"), |i| args[i + 1].into());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wheelhouse"));
+    common::without_env_users(&mut command)
+        .args(["run", "-i", "127.0.0.1", "-p", "0", "-P", ".", "-a", "."])
+        .arg("--disable-fallback")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if log_file.is_none() {
+        command.arg("--log-file").arg(&announced);
+    }
+    command.arg(dir.path());
+    // SAFETY: between fork and exec only async-signal-safe calls (getrlimit, setrlimit).
+    unsafe {
+        command.pre_exec(|| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_max > 256 {
+                limit.rlim_cur = 256;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let answered = wait_until(|| {
+        let log = std::fs::read_to_string(&announced).unwrap_or_default();
+        let Some(address) = log
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+        else {
+            return false;
+        };
+        client.get(format!("{address}{path}")).send().is_ok()
+    });
+    // SAFETY: kill only sends a signal to the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    assert!(answered, "{args:?}: no answer\n{}", text(&output));
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Polls `probe` for up to 10 s.
+fn wait_until(mut probe: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if probe() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The appliance's CloudFormation template: a golden file of the example stack, the security
 //! properties asserted on the parsed JSON, and cfn-lint (errors and warnings) on every branch.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -1215,37 +1217,12 @@ fn the_readme_policy_lets_the_deployer_create_every_resource_and_pass_the_four_r
     assert_eq!(pass_role["Resource"], "arn:aws:iam::ACCOUNT:role/STACK-*");
 }
 
-/// A venv with the pinned cfn-lint, made once and reused (a marker file says it is complete).
+/// The pinned cfn-lint, from a venv made once and reused.
 fn cfn_lint() -> &'static Path {
     static LINT: OnceLock<PathBuf> = OnceLock::new();
     LINT.get_or_init(|| {
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cfn-lint-venv");
-        let marker = venv.join("cfn-lint-1.58.0.installed");
-        let bin = venv.join("bin").join("cfn-lint");
-        if !marker.exists() {
-            let run = |command: &mut Command| {
-                let output = command.output().expect("run the venv set-up");
-                assert!(
-                    output.status.success(),
-                    "{command:?} failed:\n{}\n{}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            };
-            run(Command::new("python3")
-                .arg("-m")
-                .arg("venv")
-                .arg("--clear")
-                .arg(&venv));
-            run(Command::new(venv.join("bin").join("pip")).args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "cfn-lint==1.58.0",
-            ]));
-            std::fs::write(&marker, "").unwrap();
-        }
-        bin
+        common::venv::locked("cfn-lint-venv", include_str!("python/cfn-lint.txt"))
+            .join("bin/cfn-lint")
     })
 }
 

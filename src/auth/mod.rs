@@ -31,6 +31,8 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
+use crate::index::consistent::SETTLE_WINDOW;
+
 use htpasswd::{constant_time_eq, Htpasswd, StoredPassword};
 
 /// The actions pypiserver's `-a` can protect.
@@ -224,6 +226,13 @@ struct FileStamp {
 #[derive(Default)]
 struct LoadedFile {
     stamp: Option<FileStamp>,
+    /// The stamp was taken at least [`SETTLE_WINDOW`] after the file's last change, so an
+    /// equal stamp later means an unchanged file. Before that, a rewrite of the same size in
+    /// the same timestamp tick (a second on some filesystems) would leave every field of the
+    /// stamp as it was: the text itself is compared instead.
+    settled: bool,
+    /// The text the users were parsed from.
+    text: String,
     users: HashMap<String, StoredPassword>,
     /// What an unknown user's password is checked against, so that it costs what a known
     /// user's wrong password costs. Its result is never used.
@@ -305,7 +314,9 @@ impl Authenticator {
         self.htpasswd.is_some() || !self.env_users.is_empty()
     }
 
-    /// Re-reads the htpasswd file if it changed since it was last read. One `stat` per call.
+    /// Re-reads the htpasswd file if it changed since it was last read: one `stat` per call,
+    /// and a read while the file changed less than [`SETTLE_WINDOW`] ago (as the package
+    /// directory's backend does, for the same reason: timestamps too coarse to show a change).
     fn refresh(&self) {
         let Some(path) = &self.htpasswd else { return };
         let stamp = std::fs::metadata(path).map(|meta| {
@@ -319,14 +330,26 @@ impl Authenticator {
         });
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         let stamp = match stamp {
-            Ok(stamp) if loaded.stamp == Some(stamp) => return,
+            Ok(stamp) if loaded.settled && loaded.stamp == Some(stamp) => return,
             Ok(stamp) => stamp,
             Err(err) => return self.lose_file(&mut loaded, path, &err),
         };
-        let parsed = match std::fs::read_to_string(path) {
-            Ok(text) => Htpasswd::parse(&text),
+        // Decided before the read: a change landing after this instant moves the stamp.
+        let settled = stamp.modified.is_some_and(|modified| {
+            SystemTime::now()
+                .duration_since(modified)
+                .is_ok_and(|age| age >= SETTLE_WINDOW)
+        });
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
             Err(err) => return self.lose_file(&mut loaded, path, &err),
         };
+        if !loaded.unavailable && loaded.stamp.is_some() && loaded.text == text {
+            loaded.stamp = Some(stamp);
+            loaded.settled = settled;
+            return;
+        }
+        let parsed = Htpasswd::parse(&text);
         for skipped in &parsed.skipped {
             tracing::warn!(
                 "{}:{}: skipped: {}",
@@ -342,6 +365,8 @@ impl Authenticator {
         );
         *loaded = LoadedFile {
             stamp: Some(stamp),
+            settled,
+            text,
             decoy: pick_decoy(&parsed.users),
             users: parsed.users,
             unavailable: false,
@@ -361,6 +386,8 @@ impl Authenticator {
         }
         loaded.unavailable = true;
         loaded.stamp = None;
+        loaded.settled = false;
+        loaded.text.clear();
         loaded.users.clear();
         self.forget_verified();
     }

@@ -272,7 +272,12 @@ pub async fn launch(config: ServerConfig) -> anyhow::Result<()> {
             "connection warden",
             move |rocket| {
                 let port = rocket.config().port;
-                Box::pin(async move { warden::spawn(port, limits, peers) })
+                let address = std::net::SocketAddr::new(rocket.config().address, port);
+                Box::pin(async move {
+                    // What a supervisor (or a test) that passed `-p 0` waits for.
+                    tracing::info!("listening on http://{address}");
+                    warden::spawn(port, limits, peers)
+                })
             },
         ));
     let rocket = rocket.ignite().await?;

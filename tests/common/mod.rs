@@ -1,8 +1,10 @@
 //! Helpers shared by the test binaries: real wheel and sdist files, upload forms.
 #![allow(dead_code, unreachable_pub)] // each test binary uses its own subset
 
+pub mod privileged;
 pub mod python;
 pub mod replica;
+pub mod venv;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -141,6 +143,19 @@ pub fn assert_metadata_only(log: &str, wheel: &str) {
         !log.contains(&format!("{path} ")),
         "the wheel itself was fetched:\n{log}"
     );
+}
+
+/// Leaves out of a server's environment every user the developer's shell may define
+/// (`WHEELHOUSE_USERNAME`, `WHEELHOUSE_PASSWORD` and their `_<SUFFIX>` pairs): a test gives the
+/// users it means, and no others.
+pub fn without_env_users(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("WHEELHOUSE_USERNAME") || key.starts_with("WHEELHOUSE_PASSWORD") {
+            cmd.env_remove(&*key);
+        }
+    }
+    cmd
 }
 
 /// A loopback port nothing listens on right now.

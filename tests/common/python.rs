@@ -1,44 +1,18 @@
 //! The real Python clients (pip, uv, twine, build) in a venv made from
-//! `tests/python-requirements.txt`, and a real project built with them.
+//! `tests/python/clients.txt`, and a real project built with them.
 
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use super::text;
 
-const REQUIREMENTS: &str = include_str!("../python-requirements.txt");
+const LOCK: &str = include_str!("../python/clients.txt");
 
-/// The venv with the Python clients, made once per requirements file and reused.
+/// The venv with the Python clients, made once per lock file and reused.
 pub fn venv() -> &'static Path {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        std::fs::create_dir_all(&tmp).unwrap();
-        // Several test binaries use this venv: one builds it, the others wait on the lock.
-        let lock = std::fs::File::create(tmp.join("e2e-venv.lock")).unwrap();
-        // SAFETY: flock on a descriptor that `lock` keeps open until the end of this closure.
-        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(locked, 0, "flock: {}", std::io::Error::last_os_error());
-        let venv = tmp.join("e2e-venv");
-        let marker = venv.join("installed-requirements.txt");
-        if std::fs::read_to_string(&marker).ok().as_deref() == Some(REQUIREMENTS) {
-            return venv;
-        }
-        let _ = std::fs::remove_dir_all(&venv);
-        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        run_ok(Command::new(&python).args(["-m", "venv"]).arg(&venv));
-        let requirements = venv.join("requirements.txt");
-        std::fs::write(&requirements, REQUIREMENTS).unwrap();
-        run_ok(
-            Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-                .arg(&requirements),
-        );
-        std::fs::write(&marker, REQUIREMENTS).unwrap();
-        venv
-    })
+    VENV.get_or_init(|| super::venv::locked("e2e-venv", LOCK))
 }
 
 pub fn tool(name: &str) -> Command {

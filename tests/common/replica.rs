@@ -1,11 +1,12 @@
-//! `wheelhouse run` processes serving one shared directory, as replicas behind a load balancer
-//! do. Each is killed when dropped, pass or fail.
+//! `wheelhouse run` processes, the one server-process type of every test: serving one shared
+//! directory, as replicas behind a load balancer do, or a directory of their own. Each binds
+//! port 0 and is found at the address it announces in its log (no port picked in advance that
+//! another process could take first), and is killed when dropped, pass or fail.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-use super::free_port;
 
 pub struct Replica {
     pub name: String,
@@ -40,8 +41,8 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 }
 
 impl Replica {
-    /// Starts a replica on a free loopback port, open to all (`-P . -a .`) unless `args`
-    /// say otherwise, and waits until it answers.
+    /// Starts a replica on a loopback port of its choosing, open to all (`-P . -a .`) unless
+    /// `args` say otherwise, with no fallback to PyPI, and waits until it answers.
     pub fn start(name: &str, packages: &Path, logs: &Path, args: &[&str]) -> Self {
         Self::start_with_env(name, packages, logs, args, &[])
     }
@@ -57,7 +58,7 @@ impl Replica {
         let mut replica = Self {
             name: name.to_owned(),
             child: None,
-            port: free_port(),
+            port: 0,
             packages: packages.to_owned(),
             log: logs.join(format!("{name}.log")),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
@@ -70,8 +71,13 @@ impl Replica {
         replica
     }
 
+    /// Starts the process (on its last port, or on one it picks the first time) and waits
+    /// until it has announced its address and answers its health check. A process that exits
+    /// meanwhile fails the test at once, with its log.
     fn spawn(&mut self) {
-        let child = Command::new(server_binary())
+        let log_from = std::fs::metadata(&self.log).map_or(0, |meta| meta.len());
+        let mut command = Command::new(server_binary());
+        let child = super::without_env_users(&mut command)
             .arg("run")
             .args(["-i", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["--log-stream", "none", "--disable-fallback"])
@@ -79,31 +85,84 @@ impl Replica {
             .arg(&self.log)
             .args(&self.args)
             .arg(&self.packages)
-            .env_remove("WHEELHOUSE_USERNAME")
-            .env_remove("WHEELHOUSE_PASSWORD")
+            // The log level is the arguments' (-v), not the developer's shell's: the address
+            // is announced at info.
+            .env_remove("RUST_LOG")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .spawn()
             .expect("start wheelhouse");
         self.child = Some(child);
-        self.wait_healthy();
+        self.port = self.wait_for("announce its address", |replica| {
+            replica.announced_port(log_from)
+        });
+        let health = format!("{}{}", self.url(), self.health_path());
+        self.wait_for("answer its health check", |_| {
+            reqwest::blocking::get(&health)
+                .is_ok_and(|resp| resp.status().is_success())
+                .then_some(())
+        });
     }
 
-    fn wait_healthy(&self) {
+    /// Polls `probe` for up to 15 s, while the process lives.
+    fn wait_for<T>(&mut self, what: &str, mut probe: impl FnMut(&Self) -> Option<T>) -> T {
         let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(resp) = reqwest::blocking::get(format!("{}/health", self.url())) {
-                if resp.status().is_success() {
-                    return;
-                }
+        loop {
+            if let Some(found) = probe(self) {
+                return found;
             }
+            if let Some(status) = self.try_wait() {
+                panic!(
+                    "replica {} exited ({status}) before it could {what}; log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {} did not {what} within 15 s; log:\n{}",
+                self.name,
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "replica {} did not become healthy; log:\n{}",
-            self.name,
-            self.log_text()
-        );
+    }
+
+    /// The port of the first "listening on" line the log has gained since `from`.
+    fn announced_port(&self, from: u64) -> Option<u16> {
+        let log = std::fs::read(&self.log).ok()?;
+        let since = String::from_utf8_lossy(log.get(usize::try_from(from).ok()?..)?).into_owned();
+        let rest = since.split("listening on http://").nth(1)?;
+        let address: SocketAddr = rest.split_whitespace().next()?.parse().ok()?;
+        Some(address.port())
+    }
+
+    /// `--health-endpoint` of the arguments, or the default.
+    fn health_path(&self) -> &str {
+        self.args
+            .iter()
+            .position(|arg| arg == "--health-endpoint")
+            .and_then(|i| self.args.get(i + 1))
+            .map_or("/health", String::as_str)
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Peak resident memory of the process so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
     }
 
     pub fn url(&self) -> String {

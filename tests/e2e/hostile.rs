@@ -25,7 +25,7 @@ fn upload_head(length: usize) -> (String, String) {
 
 /// An upload that sends the start of its file and then nothing.
 fn stalled_upload(server: &Server) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
     let (head, form) = upload_head(10 << 20);
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(form.as_bytes()).unwrap();
@@ -123,11 +123,11 @@ fn a_stalled_upload_body_gets_408_after_the_body_timeout() {
 #[test]
 fn half_requests_and_idle_connections_are_closed_after_the_header_timeout() {
     let server = Server::start(&["-P", ".", "-a", ".", "--header-timeout", "2"], &[]);
-    let mut half = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let mut half = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
     half.write_all(b"GET /simple/ HTTP/1.1\r\nHost: localhost\r\n")
         .unwrap();
     // A keep-alive connection that asked once and then went quiet.
-    let mut idle = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let mut idle = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
     idle.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let started = Instant::now();
@@ -150,7 +150,7 @@ fn half_requests_and_idle_connections_are_closed_after_the_header_timeout() {
 fn connections_past_the_cap_are_closed_idle_first() {
     let server = Server::start(&["-P", ".", "-a", ".", "--max-connections", "20"], &[]);
     let mut idle: Vec<TcpStream> = (0..60)
-        .map(|_| TcpStream::connect(("127.0.0.1", server.port)).unwrap())
+        .map(|_| TcpStream::connect(("127.0.0.1", server.port())).unwrap())
         .collect();
     // The warden looks once a second; a loaded machine may make it late.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -274,7 +274,7 @@ fn a_download_whose_client_stops_reading_is_closed_after_the_send_timeout() {
     let server = Server::start(&["-P", ".", "-a", ".", "--send-timeout", "2"], &[]);
     let size = 64 << 20;
     std::fs::write(server.packages().join("big-1.0.tar.gz"), vec![7u8; size]).unwrap();
-    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
     stream
         .write_all(b"GET /packages/big-1.0.tar.gz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
@@ -322,7 +322,7 @@ fn streamed_downloads_past_the_cap_get_503_and_small_files_still_flow() {
     // Two clients that ask for the big file and do not read it hold both slots.
     let holders: Vec<TcpStream> = (0..2)
         .map(|_| {
-            let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+            let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
             stream
                 .write_all(b"GET /packages/big-1.0.tar.gz HTTP/1.1\r\nHost: localhost\r\n\r\n")
                 .unwrap();

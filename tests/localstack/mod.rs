@@ -2,7 +2,7 @@
 //! (CloudFormation, EC2, Route 53, Secrets Manager, ...) without an AWS account or Docker.
 //!
 //! The LocalStack runtime and boto3 live in a venv under `CARGO_TARGET_TMPDIR`, made once and
-//! reused while the pins below stay the same. Each [`LocalStack`] is its own process with its
+//! reused while its lock file (`tests/python/localstack.txt`) stays the same. Each [`LocalStack`] is its own process with its
 //! own port and state directory, so tests may run several side by side.
 // Each test binary that includes this module uses a different subset of it, and the items are
 // `pub` for those binaries, not for a library API.
@@ -10,7 +10,6 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -22,15 +21,8 @@ use tempfile::TempDir;
 
 use crate::common::free_port;
 
-/// What goes into the venv. 4.13.1 is the last LocalStack that runs on Python 3.11; the three
-/// upper bounds keep newer releases of its dependencies from breaking its start-up. boto3 comes
-/// with `localstack-core[runtime]`.
-const PINS: &[&str] = &[
-    "localstack-core[runtime]==4.13.1",
-    "cbor2<6",
-    "pyopenssl<26",
-    "localstack-twisted<26",
-];
+/// LocalStack and boto3, locked with hashes (see `tests/python/localstack.in` for the pins).
+const LOCK: &str = include_str!("../python/localstack.txt");
 
 /// How long a fresh LocalStack may take to answer its health check (2-4 s is usual).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -43,41 +35,11 @@ const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
 pub fn venv() -> &'static Path {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
-        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        std::fs::create_dir_all(&tmp).unwrap();
-        // Test binaries may run at the same time (e.g. under nextest): one builds, the others
-        // wait on the lock and then find the marker.
-        let lock = File::create(tmp.join("localstack-venv.lock")).unwrap();
-        // SAFETY: flock on a descriptor that `lock` keeps open until the end of this closure.
-        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(locked, 0, "flock: {}", std::io::Error::last_os_error());
-
-        let venv = tmp.join("localstack-venv");
-        let marker = venv.join("installed-pins.txt");
-        let pins = PINS.join("\n");
-        if std::fs::read_to_string(&marker).ok().as_deref() == Some(pins.as_str()) {
-            return venv;
-        }
-        let _ = std::fs::remove_dir_all(&venv);
-        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        run_ok(Command::new(&python).args(["-m", "venv"]).arg(&venv));
-        run_ok(
-            Command::new(venv.join("bin/python"))
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .args(PINS),
-        );
+        let venv = crate::common::venv::locked("localstack-venv", LOCK);
         run_ok(
             Command::new(venv.join("bin/python"))
                 .args(["-c", "import boto3, localstack.runtime.main"]),
         );
-        // Written last: an interrupted install is redone on the next run.
-        std::fs::write(&marker, pins).unwrap();
         venv
     })
 }

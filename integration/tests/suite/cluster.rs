@@ -248,14 +248,6 @@ fn docker(args: &[&str]) {
     );
 }
 
-/// True when a Docker engine answers.
-pub(crate) fn docker_available() -> bool {
-    Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

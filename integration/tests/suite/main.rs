@@ -5,9 +5,10 @@
 //! Two ways to bring the cluster up: `containers` (LocalStack and three `wheelhouse` containers
 //! from locally built images, sharing one Docker volume) and `processes` (LocalStack and three
 //! `wheelhouse` processes on loopback sharing one temp directory). `WHEELHOUSE_INTEGRATION`
-//! chooses: `containers`, `processes`, or `both`; unset, both run when a Docker engine answers
-//! and `processes` alone otherwise. `aws` runs the release checklist against a real account
-//! instead (see `acceptance`).
+//! chooses: `containers`, `processes`, or `both` (the default). Containers need a Docker engine
+//! and root, so they run only with `WHEELHOUSE_PRIVILEGED_TESTS=1` (see
+//! `tests/common/privileged.rs`); without it they are listed as ignored and named on stderr.
+//! `aws` runs the release checklist against a real account instead (see `acceptance`).
 //!
 //! Run with `cargo test --workspace` (which builds the binaries this suite starts) or, after a
 //! `cargo build --workspace`, `cargo test -p wheelhouse-integration`.
@@ -26,24 +27,37 @@ use std::sync::{Arc, Mutex};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use cluster::{docker_available, Mode};
+use cluster::Mode;
+use common::privileged;
 use steps::{Scenario, STEPS};
 
-fn modes() -> Result<Vec<Mode>, String> {
-    match std::env::var("WHEELHOUSE_INTEGRATION").as_deref() {
-        Ok("containers") => Ok(vec![Mode::Containers]),
-        Ok("processes") => Ok(vec![Mode::Processes]),
-        Ok("both") => Ok(vec![Mode::Containers, Mode::Processes]),
-        Ok("") | Err(std::env::VarError::NotPresent) => Ok(if docker_available() {
+/// The modes to run, and the ones left out for want of the privileged switch.
+struct Modes {
+    run: Vec<Mode>,
+    not_run: Vec<Mode>,
+}
+
+/// Containers need a Docker engine and root (the LocalStack image is built with debootstrap),
+/// so they run only with the privileged switch; processes need neither and always run.
+fn modes() -> Result<Modes, String> {
+    let privileged = privileged::enabled();
+    let asked = match std::env::var("WHEELHOUSE_INTEGRATION").as_deref() {
+        Ok("containers") => vec![Mode::Containers],
+        Ok("processes") => vec![Mode::Processes],
+        Ok("both") | Ok("") | Err(std::env::VarError::NotPresent) => {
             vec![Mode::Containers, Mode::Processes]
-        } else {
-            vec![Mode::Processes]
-        }),
-        Ok(other) => Err(format!(
-            "WHEELHOUSE_INTEGRATION={other:?}: expected containers, processes, both or aws"
-        )),
-        Err(err) => Err(format!("WHEELHOUSE_INTEGRATION: {err}")),
-    }
+        }
+        Ok(other) => {
+            return Err(format!(
+                "WHEELHOUSE_INTEGRATION={other:?}: expected containers, processes, both or aws"
+            ))
+        }
+        Err(err) => return Err(format!("WHEELHOUSE_INTEGRATION: {err}")),
+    };
+    let (run, not_run) = asked
+        .into_iter()
+        .partition(|mode| privileged || *mode != Mode::Containers);
+    Ok(Modes { run, not_run })
 }
 
 fn main() -> ExitCode {
@@ -53,34 +67,46 @@ fn main() -> ExitCode {
     if std::env::var("WHEELHOUSE_INTEGRATION").as_deref() == Ok("aws") {
         return acceptance_run(&args);
     }
-    let modes = match modes() {
+    let Modes { run, not_run } = match modes() {
         Ok(modes) => modes,
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(2);
         }
     };
-    let scenarios: Vec<Arc<Mutex<Scenario>>> = modes
+    let scenarios: Vec<Arc<Mutex<Scenario>>> = run
         .iter()
+        .chain(&not_run)
         .map(|mode| Arc::new(Mutex::new(Scenario::new(*mode))))
         .collect();
     let mut trials = Vec::new();
-    for (mode, scenario) in modes.iter().zip(&scenarios) {
+    for (mode, scenario) in run.iter().chain(&not_run).zip(&scenarios) {
+        // Listed as ignored rather than left out, so the summary counts them.
+        let ignored = not_run.contains(mode);
+        if *mode == Mode::Containers {
+            trials.push(
+                Trial::test("containers::image_smoke_test", || {
+                    catch(steps::image_smoke_test)
+                })
+                .with_ignored_flag(ignored),
+            );
+        }
         for (number, (name, step)) in STEPS.iter().enumerate() {
             let scenario = scenario.clone();
             let step = *step;
-            trials.push(Trial::test(
-                format!("{}::step{}_{name}", mode.name(), number + 1),
-                move || run_step(&scenario, step),
-            ));
+            trials.push(
+                Trial::test(
+                    format!("{}::step{}_{name}", mode.name(), number + 1),
+                    move || run_step(&scenario, step),
+                )
+                .with_ignored_flag(ignored),
+            );
         }
     }
-    if modes.contains(&Mode::Containers) {
-        trials.insert(
-            0,
-            Trial::test("containers::image_smoke_test", || {
-                catch(steps::image_smoke_test)
-            }),
+    for mode in &not_run {
+        privileged::report_not_run(
+            &format!("the {} half of the integration suite", mode.name()),
+            "a Docker engine and root",
         );
     }
     let conclusion = libtest_mimic::run(&args, trials);
