@@ -12,13 +12,27 @@ let
   };
 
   # The suite's harness makes what it needs itself (the images, with image/build and
-  # integration/localstack-image/build; a LocalStack venv), so this brings the toolchain and
-  # the docker CLI and runs the README's command in the checkout it is started from.
+  # integration/localstack-image/build; a LocalStack venv), so this brings every tool those
+  # use rather than trusting the host to have them: the toolchain, the docker CLI, python3
+  # (venv and ensurepip included) for the venvs, debootstrap and util-linux (flock, umount)
+  # for the LocalStack image; and runs the README's command in the checkout it is started
+  # from. The container half runs with WHEELHOUSE_PRIVILEGED_TESTS=1, as root with Docker.
   # image/build links glibc statically: the static libraries come from nixpkgs through
   # LIBRARY_PATH.
   integration = pkgs.writeShellApplication {
     name = "wheelhouse-integration";
-    runtimeInputs = [ pkgs.cargo pkgs.rustc pkgs.stdenv.cc pkgs.docker-client pkgs.git ];
+    runtimeInputs = [
+      pkgs.cargo
+      pkgs.rustc
+      pkgs.stdenv.cc
+      pkgs.docker-client
+      pkgs.git
+      pkgs.python3
+      pkgs.debootstrap
+      pkgs.util-linux
+      pkgs.coreutils
+      pkgs.gawk
+    ];
     text = ''
       root=$(git rev-parse --show-toplevel 2>/dev/null || pwd)
       if [ ! -f "$root/integration/Cargo.toml" ]; then
@@ -27,8 +41,9 @@ let
       fi
       cd "$root"
       export LIBRARY_PATH="${pkgs.glibc.static}/lib''${LIBRARY_PATH:+:$LIBRARY_PATH}"
+      # --workspace for both: the same features, so the second builds nothing again.
       cargo build --workspace --locked
-      exec cargo test -p wheelhouse-integration --locked "$@"
+      exec cargo test --workspace --locked --test suite "$@"
     '';
   };
 in

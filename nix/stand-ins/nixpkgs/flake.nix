@@ -16,7 +16,9 @@
 #     dockerTools.buildLayeredImage
 #     python3.withPackages python3Packages.{pip,twine,build,cfn-lint}
 #     cargo rustc clippy rustfmt cargo-nextest uv docker-client git libiconv glibc.static
-#   for x86_64-linux, aarch64-linux, x86_64-darwin and aarch64-darwin (glibc on Linux only).
+#     coreutils gawk util-linux debootstrap
+#   for x86_64-linux, aarch64-linux, x86_64-darwin and aarch64-darwin (glibc and debootstrap on
+#   Linux only).
 {
   description = "Offline stand-in for nixpkgs, for .ci/nix-check only";
 
@@ -268,6 +270,13 @@
           uv = package "uv" "0.9.0";
           docker-client = package "docker-client" "28.0.0";
           git = package "git" "2.51.0";
+          coreutils = package "coreutils" "9.8";
+          gawk = package "gawk" "5.3.2";
+          util-linux = package "util-linux" "2.41.2";
+          debootstrap =
+            if isLinux
+            then package "debootstrap" "1.0.141"
+            else throw "debootstrap is not available on ${system} (stand-in)";
           libiconv = package "libiconv" "109";
           glibc =
             if isLinux
