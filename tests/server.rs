@@ -1366,6 +1366,7 @@ fn config_in_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Result<Serv
         panic!("not a run command")
     };
     run.into_config_with_env(env.iter().map(|(k, v)| ((*k).into(), (*v).into())))
+        .map_err(|err| err.to_string())
 }
 
 #[test]
@@ -1978,11 +1979,17 @@ fn entries_that_cannot_be_read_are_left_out_and_the_rest_is_served() {
         symlink("nowhere", &app.path("demo_pkg-3.0.tar.gz"));
         mkfifo(&app.path("demo_pkg-4.0.tar.gz"));
         std::fs::create_dir(app.path("demo_pkg-5.0.tar.gz")).unwrap();
+        let unreadable_wheel = wheel_filename("demo-pkg", "8.0");
         if permissions_apply() {
             use std::os::unix::fs::PermissionsExt;
             app.put("lost+found/demo_pkg-7.0.tar.gz", b"unreachable");
             app.put("demo_pkg-6.0.tar.gz", b"unreadable");
-            for name in ["lost+found", "demo_pkg-6.0.tar.gz"] {
+            app.put(&unreadable_wheel, &wheel("demo-pkg", "8.0", None));
+            for name in [
+                "lost+found",
+                "demo_pkg-6.0.tar.gz",
+                unreadable_wheel.as_str(),
+            ] {
                 std::fs::set_permissions(app.path(name), std::fs::Permissions::from_mode(0o000))
                     .unwrap();
             }
@@ -2023,6 +2030,13 @@ fn entries_that_cannot_be_read_are_left_out_and_the_rest_is_served() {
         }
         for version in ["2.0", "3.0", "4.0", "5.0", "6.0"] {
             let uri = format!("/packages/demo_pkg-{version}.tar.gz");
+            assert_eq!(app.get(&uri).status(), Status::NotFound, "{backend} {uri}");
+        }
+        // Not a server error either: a wheel the server may not read, and its metadata.
+        for uri in [
+            format!("/packages/{unreadable_wheel}"),
+            format!("/packages/{unreadable_wheel}.metadata"),
+        ] {
             assert_eq!(app.get(&uri).status(), Status::NotFound, "{backend} {uri}");
         }
         let resp = app.upload_wheel("fresh", "1.0", None);

@@ -235,7 +235,9 @@ pub(crate) async fn download(
         let wheel = wheel.to_owned();
         let bytes = blocking(move || -> std::io::Result<Option<Vec<u8>>> {
             match index.find(&wheel)? {
-                Some(file) if file.name.kind() == DistKind::Wheel => index.core_metadata(&file),
+                Some(file) if file.name.kind() == DistKind::Wheel => {
+                    absent_if_unreadable(index.core_metadata(&file))
+                }
                 _ => Ok(None),
             }
         })
@@ -252,12 +254,8 @@ pub(crate) async fn download(
         let Some(found) = index.find(&lookup)? else {
             return Ok(None);
         };
-        match FileBody::open(&found.path) {
-            Ok((body, identity)) => Ok(Some((body, found.name.filename().to_owned(), identity))),
-            // Removed since it was found: as if it had not been.
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(err),
-        }
+        let opened = absent_if_unreadable(FileBody::open(&found.path).map(Some))?;
+        Ok(opened.map(|(body, identity)| (body, found.name.filename().to_owned(), identity)))
     })
     .await?;
     let (body, filename, identity) = opened.ok_or_else(not_found)?;
@@ -273,6 +271,23 @@ pub(crate) async fn download(
         cache_control: app.settings.cache_control,
         slot,
     }))
+}
+
+/// A file removed since it was found is answered as if it had never been there, and so is
+/// one the server may not read: every listing leaves such a file out, so a download of it must
+/// not be a server error either.
+fn absent_if_unreadable<T>(result: std::io::Result<Option<T>>) -> std::io::Result<Option<T>> {
+    match result {
+        Err(err)
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            Ok(None)
+        }
+        other => other,
+    }
 }
 
 /// A slot for a streamed download: each one holds about 1.5 MiB of buffers while its client
