@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::auth::{Action, StaticUser, ENV_PASSWORD, ENV_USERNAME};
-use crate::digest::HashAlgo;
+use crate::auth::{Action, EnvUserError, StaticUser, UnknownAction, ENV_PASSWORD, ENV_USERNAME};
+use crate::digest::{HashAlgo, UnknownHashAlgo};
 use crate::index::{BackendKind, IndexConfig};
 
 #[derive(Debug, Parser)]
@@ -268,17 +268,30 @@ pub struct Limits {
     pub max_connections: u32,
 }
 
+/// A size option that is not one.
+#[derive(Debug, thiserror::Error)]
+pub enum SizeError {
+    #[error("invalid size {0:?}: expected a number of bytes or e.g. 500M, 1GiB")]
+    NotANumber(String),
+    #[error("invalid size {raw:?}: unknown unit {unit:?} (use K, M, G or T)")]
+    UnknownUnit { raw: String, unit: String },
+    #[error("invalid size {0:?}: too large")]
+    TooLarge(String),
+    #[error("invalid size {0:?}: must be more than 0")]
+    Zero(String),
+}
+
 /// Parses sizes such as `1GiB`, `500M`, `2g` or `1048576` (K/M/G/T are binary multiples, as
 /// for `ulimit` and nginx's `client_max_body_size`).
-pub fn parse_size(raw: &str) -> Result<u64, String> {
+pub fn parse_size(raw: &str) -> Result<u64, SizeError> {
     let trimmed = raw.trim();
     let split = trimmed
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(trimmed.len());
     let (digits, unit) = trimmed.split_at(split);
-    let number: u64 = digits.parse().map_err(|_| {
-        format!("invalid size {raw:?}: expected a number of bytes or e.g. 500M, 1GiB")
-    })?;
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| SizeError::NotANumber(raw.to_owned()))?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -286,21 +299,22 @@ pub fn parse_size(raw: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
         _ => {
-            return Err(format!(
-                "invalid size {raw:?}: unknown unit {unit:?} (use K, M, G or T)"
-            ))
+            return Err(SizeError::UnknownUnit {
+                raw: raw.to_owned(),
+                unit: unit.to_owned(),
+            })
         }
     };
     let size = number
         .checked_mul(multiplier)
-        .ok_or_else(|| format!("invalid size {raw:?}: too large"))?;
+        .ok_or_else(|| SizeError::TooLarge(raw.to_owned()))?;
     if size == 0 {
-        return Err(format!("invalid size {raw:?}: must be more than 0"));
+        return Err(SizeError::Zero(raw.to_owned()));
     }
     Ok(size)
 }
 
-fn parse_hash_algo(raw: &str) -> Result<Option<HashAlgo>, String> {
+fn parse_hash_algo(raw: &str) -> Result<Option<HashAlgo>, UnknownHashAlgo> {
     match raw.trim().to_ascii_lowercase().as_str() {
         // pypiserver also reads these as "off".
         "off" | "false" | "no" | "0" | "none" => Ok(None),
@@ -308,7 +322,7 @@ fn parse_hash_algo(raw: &str) -> Result<Option<HashAlgo>, String> {
     }
 }
 
-fn resolve_interface(raw: &str) -> Result<IpAddr, String> {
+fn resolve_interface(raw: &str) -> Result<IpAddr, ConfigError> {
     if let Ok(ip) = raw.parse::<IpAddr>() {
         return Ok(ip);
     }
@@ -317,15 +331,45 @@ fn resolve_interface(raw: &str) -> Result<IpAddr, String> {
         .ok()
         .and_then(|mut addrs| addrs.next())
         .map(|addr| addr.ip())
-        .ok_or_else(|| {
-            format!("invalid --interface {raw:?}: not an IP address or a resolvable host name")
-        })
+        .ok_or_else(|| ConfigError::Interface(raw.to_owned()))
+}
+
+/// Why `wheelhouse run`'s options cannot be served; each names the option and the bad value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no PACKAGES_DIRECTORY given and HOME is not set to find the default ~/packages")]
+    NoHome,
+    #[error("package directory {} does not exist or is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    #[error(transparent)]
+    Authenticate(#[from] UnknownAction),
+    #[error("-P . (no password file) needs -a . (no protected actions), but -a is {0:?}")]
+    ProtectedWithoutPasswords(String),
+    #[error(transparent)]
+    EnvUsers(#[from] EnvUserError),
+    #[error("invalid --hash-algo: {0}")]
+    HashAlgo(#[from] UnknownHashAlgo),
+    #[error("invalid --health-endpoint {0:?}: it must be a path like /health")]
+    HealthEndpointNotAPath(String),
+    #[error("invalid --health-endpoint {0:?}: it must be a plain path")]
+    HealthEndpointNotPlain(String),
+    #[error("invalid --server-base-url {0:?}: it must start with http:// or https://")]
+    BaseUrl(String),
+    #[error("cannot read --welcome file {}: {source}", path.display())]
+    Welcome {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid --log-stream {0:?}: expected stderr, stdout or none")]
+    LogStream(String),
+    #[error("invalid --interface {0:?}: not an IP address or a resolvable host name")]
+    Interface(String),
 }
 
 impl RunArgs {
     /// Checks every option and reads the environment; every error names the option and the
     /// bad value.
-    pub fn into_config(self) -> Result<ServerConfig, String> {
+    pub fn into_config(self) -> Result<ServerConfig, ConfigError> {
         self.into_config_with_env(std::env::vars_os())
     }
 
@@ -333,21 +377,16 @@ impl RunArgs {
     pub fn into_config_with_env(
         self,
         env: impl IntoIterator<Item = (OsString, OsString)>,
-    ) -> Result<ServerConfig, String> {
+    ) -> Result<ServerConfig, ConfigError> {
         let directories = if self.directories.is_empty() {
-            let home = std::env::var_os("HOME").ok_or(
-                "no PACKAGES_DIRECTORY given and HOME is not set to find the default ~/packages",
-            )?;
+            let home = std::env::var_os("HOME").ok_or(ConfigError::NoHome)?;
             vec![PathBuf::from(home).join("packages")]
         } else {
             self.directories
         };
         for dir in &directories {
             if !dir.is_dir() {
-                return Err(format!(
-                    "package directory {} does not exist or is not a directory",
-                    dir.display()
-                ));
+                return Err(ConfigError::NotADirectory(dir.clone()));
             }
         }
         let protected = Action::parse_list(&self.authenticate)?;
@@ -356,58 +395,42 @@ impl RunArgs {
             Some(path) => Some(PathBuf::from(path)),
         };
         if self.passwords.as_deref() == Some(".") && !protected.is_empty() {
-            return Err(format!(
-                "-P . (no password file) needs -a . (no protected actions), but -a is {:?}",
-                self.authenticate
-            ));
+            return Err(ConfigError::ProtectedWithoutPasswords(self.authenticate));
         }
-        let env_users = StaticUser::from_vars(env).map_err(|err| err.to_string())?;
+        let env_users = StaticUser::from_vars(env)?;
         if protected.is_empty() && (htpasswd.is_some() || !env_users.is_empty()) {
             tracing::warn!(
                 "-a . protects nothing: the password file and the users of {ENV_USERNAME}/{ENV_PASSWORD} are not used"
             );
         }
-        let hash_algo = parse_hash_algo(&self.hash_algo)
-            .map_err(|err| format!("invalid --hash-algo: {err}"))?;
+        let hash_algo = parse_hash_algo(&self.hash_algo)?;
         if !self.health_endpoint.starts_with('/') || self.health_endpoint.len() < 2 {
-            return Err(format!(
-                "invalid --health-endpoint {:?}: it must be a path like /health",
-                self.health_endpoint
-            ));
+            return Err(ConfigError::HealthEndpointNotAPath(self.health_endpoint));
         }
         if self.health_endpoint.contains(['?', '#', '<', '>', ' ']) {
-            return Err(format!(
-                "invalid --health-endpoint {:?}: it must be a plain path",
-                self.health_endpoint
-            ));
+            return Err(ConfigError::HealthEndpointNotPlain(self.health_endpoint));
         }
         let base_url = match self.server_base_url {
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
                 Some(url.trim_end_matches('/').to_owned())
             }
-            Some(url) => {
-                return Err(format!(
-                    "invalid --server-base-url {url:?}: it must start with http:// or https://"
-                ))
-            }
+            Some(url) => return Err(ConfigError::BaseUrl(url)),
             None => None,
         };
         let welcome_html = self
             .welcome
             .map(|path| {
-                std::fs::read_to_string(&path)
-                    .map_err(|err| format!("cannot read --welcome file {}: {err}", path.display()))
+                std::fs::read_to_string(&path).map_err(|source| ConfigError::Welcome {
+                    path: path.clone(),
+                    source,
+                })
             })
             .transpose()?;
         let log_stream = match self.log_stream.to_ascii_lowercase().as_str() {
             "stderr" => LogStream::Stderr,
             "stdout" => LogStream::Stdout,
             "none" => LogStream::None,
-            other => {
-                return Err(format!(
-                    "invalid --log-stream {other:?}: expected stderr, stdout or none"
-                ))
-            }
+            other => return Err(ConfigError::LogStream(other.to_owned())),
         };
         let mut ignored = Vec::new();
         if let Some(server) = self.server {
@@ -477,6 +500,7 @@ mod tests {
         };
         // Not the process's environment: a developer's shell may define users.
         run.into_config_with_env(std::iter::empty())
+            .map_err(|err| err.to_string())
     }
 
     #[test]
@@ -534,6 +558,7 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("99999999999T")
             .unwrap_err()
+            .to_string()
             .contains("too large"));
     }
 }

@@ -60,15 +60,18 @@ impl fmt::Display for HashAlgo {
     }
 }
 
+/// A `--hash-algo` that names no algorithm pip checks.
+#[derive(Debug, thiserror::Error)]
+#[error("unsupported hash algorithm {0:?}: expected one of md5, sha1, sha224, sha256, sha384, sha512, or off")]
+pub struct UnknownHashAlgo(pub String);
+
 impl FromStr for HashAlgo {
-    type Err = String;
+    type Err = UnknownHashAlgo;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         HashAlgo::ALL
             .into_iter()
             .find(|algo| algo.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                format!("unsupported hash algorithm {s:?}: expected one of md5, sha1, sha224, sha256, sha384, sha512, or off")
-            })
+            .ok_or_else(|| UnknownHashAlgo(s.to_owned()))
     }
 }
 
@@ -211,7 +214,7 @@ mod tests {
 
     #[test]
     fn err_unknown_algo_quotes_it() {
-        let err = "crc32".parse::<HashAlgo>().unwrap_err();
+        let err = "crc32".parse::<HashAlgo>().unwrap_err().to_string();
         assert!(err.contains("\"crc32\""), "{err}");
         assert_eq!("SHA512".parse::<HashAlgo>().unwrap(), HashAlgo::Sha512);
     }

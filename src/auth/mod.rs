@@ -43,8 +43,24 @@ pub enum Action {
     Update,
 }
 
+/// An `-a` list with a word that is not an action.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid action {action:?} in --authenticate {list:?}: expected a comma-separated list of download, list, update, or '.' for none")]
+pub struct UnknownAction {
+    pub action: String,
+    pub list: String,
+}
+
+/// The password file could not be read at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read password file {}: {source}", path.display())]
+pub struct PasswordFileError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
 impl Action {
-    pub fn parse_list(raw: &str) -> Result<HashSet<Action>, String> {
+    pub fn parse_list(raw: &str) -> Result<HashSet<Action>, UnknownAction> {
         let raw = raw.trim();
         if raw == "." || raw.is_empty() {
             return Ok(HashSet::new());
@@ -54,9 +70,10 @@ impl Action {
                 "download" => Ok(Action::Download),
                 "list" => Ok(Action::List),
                 "update" => Ok(Action::Update),
-                other => Err(format!(
-                    "invalid action {other:?} in --authenticate {raw:?}: expected a comma-separated list of download, list, update, or '.' for none"
-                )),
+                other => Err(UnknownAction {
+                    action: other.to_owned(),
+                    list: raw.to_owned(),
+                }),
             })
             .collect()
     }
@@ -289,7 +306,7 @@ impl Authenticator {
         protected: HashSet<Action>,
         htpasswd: Option<PathBuf>,
         env_users: Vec<StaticUser>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PasswordFileError> {
         let auth = Self {
             protected,
             htpasswd,
@@ -299,8 +316,10 @@ impl Authenticator {
             slow_lanes: Arc::new(tokio::sync::Semaphore::new(slow_check_lanes())),
         };
         if let Some(path) = &auth.htpasswd {
-            std::fs::read_to_string(path)
-                .map_err(|err| format!("cannot read password file {}: {err}", path.display()))?;
+            std::fs::read_to_string(path).map_err(|source| PasswordFileError {
+                path: path.clone(),
+                source,
+            })?;
             auth.refresh();
         }
         Ok(auth)
@@ -556,7 +575,7 @@ mod tests {
 
     #[test]
     fn err_unknown_action_quotes_it() {
-        let err = Action::parse_list("update,upload").unwrap_err();
+        let err = Action::parse_list("update,upload").unwrap_err().to_string();
         assert!(err.contains("\"upload\""), "{err}");
         assert!(Action::parse_list(".").unwrap().is_empty());
         assert_eq!(Action::parse_list("download, list").unwrap().len(), 2);
@@ -885,7 +904,8 @@ mod tests {
             Vec::new(),
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(err.contains("/nonexistent/htpasswd"), "{err}");
     }
 

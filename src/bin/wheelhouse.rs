@@ -106,21 +106,21 @@ fn main() -> ExitCode {
     for ignored in &config.ignored {
         tracing::warn!("ignored: {ignored}");
     }
-    let runtime = {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        if let Some(workers) = config.workers {
-            builder.worker_threads(usize::from(workers));
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.workers {
+        builder.worker_threads(usize::from(workers));
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("wheelhouse: error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
         }
-        builder.enable_all().build()
     };
-    let result = match runtime {
-        Ok(runtime) => runtime.block_on(wheelhouse::server::launch(config)),
-        Err(err) => Err(err.into()),
-    };
-    match result {
+    match runtime.block_on(wheelhouse::server::launch(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("wheelhouse: error: {err:#}");
+            eprintln!("wheelhouse: error: {err}");
             ExitCode::FAILURE
         }
     }

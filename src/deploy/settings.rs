@@ -410,27 +410,37 @@ impl Settings {
         })
     }
 
-    /// Every rule, all reported at once.
+    /// Every rule, all reported at once, checked by concern.
     pub fn validate(&self) -> Result<(), Vec<SettingError>> {
-        let mut errors = Vec::new();
-        let mut fail = |setting: &'static str, value: String, reason: &str| {
-            errors.push(SettingError {
-                setting,
-                value,
-                reason: reason.to_owned(),
-            })
-        };
-        let quoted = |s: &str| format!("{s:?}");
-        let list = |v: &[String]| format!("{v:?}");
+        let mut found = Findings::default();
+        self.check_instance(&mut found);
+        self.check_network(&mut found);
+        self.check_scaling(&mut found);
+        self.check_names(&mut found);
+        self.check_storage(&mut found);
+        self.check_alarms(&mut found);
+        self.check_task(&mut found);
+        self.check_image(&mut found);
+        self.check_access(&mut found);
+        self.check_hosts(&mut found);
+        self.check_logs(&mut found);
+        if found.0.is_empty() {
+            Ok(())
+        } else {
+            Err(found.0)
+        }
+    }
 
+    /// The instance type, or the size given for one the table does not know.
+    fn check_instance(&self, found: &mut Findings) {
         match (self.instance_vcpus, self.instance_memory_mib) {
-            (Some(0), _) => fail("instance_vcpus", "0".into(), "must be at least 1"),
-            (_, Some(m)) if m <= AGENT_MIB => fail(
+            (Some(0), _) => found.fail("instance_vcpus", "0".into(), "must be at least 1"),
+            (_, Some(m)) if m <= AGENT_MIB => found.fail(
                 "instance_memory_mib",
                 m.to_string(),
                 "must be more than the 300 MiB the ECS agent keeps",
             ),
-            (Some(_), None) | (None, Some(_)) => fail(
+            (Some(_), None) | (None, Some(_)) => found.fail(
                 "instance_vcpus",
                 format!("{:?}/{:?}", self.instance_vcpus, self.instance_memory_mib),
                 "instance_vcpus and instance_memory_mib go together",
@@ -438,7 +448,7 @@ impl Settings {
             (Some(_), Some(_)) => {}
             (None, None) => {
                 if sizing::instance_spec(&self.instance_type).is_none() {
-                    fail(
+                    found.fail(
                         "instance_type",
                         quoted(&self.instance_type),
                         "not in the built-in table (t3/t3a/t4g, m5/m6i/m6a/m7i/m7g, c5/c6i/c6a/c7i/c7g, r5/r6i/r7g) and not known to EC2 in the region: check the name, or give instance_vcpus and instance_memory_mib",
@@ -447,14 +457,18 @@ impl Settings {
             }
         }
         if !is_instance_type(&self.instance_type) {
-            fail(
+            found.fail(
                 "instance_type",
                 quoted(&self.instance_type),
                 "expected FAMILY.SIZE, e.g. t3.small",
             );
         }
+    }
+
+    /// Subnets, VPC and who may reach the load balancer.
+    fn check_network(&self, found: &mut Findings) {
         if self.asg_subnets.is_empty() {
-            fail(
+            found.fail(
                 "asg_subnets",
                 list(&self.asg_subnets),
                 "at least one private subnet is needed",
@@ -462,7 +476,7 @@ impl Settings {
         }
         for subnet in &self.asg_subnets {
             if !is_aws_id(subnet, "subnet-") {
-                fail(
+                found.fail(
                     "asg_subnets",
                     quoted(subnet),
                     "not a subnet id (subnet-...)",
@@ -470,7 +484,7 @@ impl Settings {
             }
         }
         if self.lb_subnets.len() < 2 {
-            fail(
+            found.fail(
                 "lb_subnets",
                 list(&self.lb_subnets),
                 "an application load balancer needs at least two public subnets",
@@ -478,45 +492,81 @@ impl Settings {
         }
         for subnet in &self.lb_subnets {
             if !is_aws_id(subnet, "subnet-") {
-                fail("lb_subnets", quoted(subnet), "not a subnet id (subnet-...)");
+                found.fail("lb_subnets", quoted(subnet), "not a subnet id (subnet-...)");
             }
         }
         if has_duplicates(&self.asg_subnets) {
-            fail(
+            found.fail(
                 "asg_subnets",
                 list(&self.asg_subnets),
                 "lists a subnet twice",
             );
         }
         if has_duplicates(&self.lb_subnets) {
-            fail("lb_subnets", list(&self.lb_subnets), "lists a subnet twice");
-        }
-        if self.asg_min_size == Some(0) {
-            fail("asg_min_size", "0".into(), "must be at least 1");
-        }
-        if self.asg_max() < self.asg_min() {
-            fail(
-                "asg_max_size",
-                self.asg_max().to_string(),
-                &format!("must be at least asg_min_size ({})", self.asg_min()),
-            );
+            found.fail("lb_subnets", list(&self.lb_subnets), "lists a subnet twice");
         }
         if let Some(vpc) = &self.vpc_id {
             if !is_aws_id(vpc, "vpc-") {
-                fail("vpc_id", quoted(vpc), "not a VPC id (vpc-...)");
+                found.fail("vpc_id", quoted(vpc), "not a VPC id (vpc-...)");
             }
         }
         if let Some(cidr) = &self.vpc_cidr {
             if !is_cidr(cidr) {
-                fail(
+                found.fail(
                     "vpc_cidr",
                     quoted(cidr),
                     "not a CIDR block, e.g. 10.0.0.0/16",
                 );
             }
         }
+        if self.allowed_cidrs.is_empty() {
+            found.fail(
+                "allowed_cidrs",
+                list(&self.allowed_cidrs),
+                "at least one CIDR must reach the load balancer",
+            );
+        }
+        for cidr in &self.allowed_cidrs {
+            if !is_cidr(cidr) {
+                found.fail(
+                    "allowed_cidrs",
+                    quoted(cidr),
+                    "not a CIDR block, e.g. 0.0.0.0/0 or 10.0.0.0/8",
+                );
+            }
+        }
+    }
+
+    /// How many hosts and tasks.
+    fn check_scaling(&self, found: &mut Findings) {
+        if self.asg_min_size == Some(0) {
+            found.fail("asg_min_size", "0".into(), "must be at least 1");
+        }
+        if self.asg_max() < self.asg_min() {
+            found.fail(
+                "asg_max_size",
+                self.asg_max().to_string(),
+                &format!("must be at least asg_min_size ({})", self.asg_min()),
+            );
+        }
+        if self.task_min_count == Some(0) {
+            found.fail("task_min_count", "0".into(), "must be at least 1");
+        }
+        if let (Some(min), Some(max)) = (self.task_min_count, self.task_max_count) {
+            if max < min {
+                found.fail(
+                    "task_max_count",
+                    max.to_string(),
+                    &format!("must be at least task_min_count ({min})"),
+                );
+            }
+        }
+    }
+
+    /// DNS names, the hosted zone, and the names resources are given.
+    fn check_names(&self, found: &mut Findings) {
         if self.dns_names.is_empty() {
-            fail(
+            found.fail(
                 "dns_names",
                 list(&self.dns_names),
                 "at least one name is needed",
@@ -524,7 +574,7 @@ impl Settings {
         }
         for name in &self.dns_names {
             if !is_dns_name(name) {
-                fail(
+                found.fail(
                     "dns_names",
                     quoted(name),
                     "not a DNS name (letters, digits, '-' and '.')",
@@ -540,7 +590,7 @@ impl Settings {
                 .bytes()
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
         {
-            fail(
+            found.fail(
                 "hosted_zone_id",
                 quoted(&self.hosted_zone_id),
                 "not a Route53 hosted zone id (up to 32 upper-case letters and digits, e.g. Z0123456789ABCDEFGHIJ)",
@@ -549,7 +599,7 @@ impl Settings {
         if !is_dns_name(self.hosted_zone_name.trim_end_matches('.'))
             || !self.hosted_zone_name.contains('.')
         {
-            fail(
+            found.fail(
                 "hosted_zone_name",
                 quoted(&self.hosted_zone_name),
                 "not a domain name, e.g. example.com",
@@ -562,14 +612,14 @@ impl Settings {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
-            fail(
+            found.fail(
                 "environment",
                 quoted(&self.environment),
                 "1-32 letters, digits or '-'",
             );
         }
         if self.service_name.is_empty() || self.service_name.len() > 32 {
-            fail(
+            found.fail(
                 "service_name",
                 quoted(&self.service_name),
                 "must be 1-32 characters",
@@ -584,39 +634,32 @@ impl Settings {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
-            fail(
+            found.fail(
                 "service_name",
                 quoted(&self.service_name),
                 "letters, digits and '-', starting with a letter",
             );
         }
-        if self.task_min_count == Some(0) {
-            fail("task_min_count", "0".into(), "must be at least 1");
-        }
-        if let (Some(min), Some(max)) = (self.task_min_count, self.task_max_count) {
-            if max < min {
-                fail(
-                    "task_max_count",
-                    max.to_string(),
-                    &format!("must be at least task_min_count ({min})"),
-                );
-            }
-        }
+    }
+
+    /// The file system and its backups.
+    fn check_storage(&self, found: &mut Findings) {
         match (
             self.efs_throughput_mode,
             self.efs_provisioned_throughput_mibps,
         ) {
-            (ThroughputMode::Provisioned, None) => fail(
+            (ThroughputMode::Provisioned, None) => found.fail(
                 "efs_provisioned_throughput_mibps",
                 "unset".into(),
                 "required with efs_throughput_mode = \"provisioned\" (1-3414)",
             ),
-            (ThroughputMode::Provisioned, Some(mibps)) if !(1..=3414).contains(&mibps) => fail(
-                "efs_provisioned_throughput_mibps",
-                mibps.to_string(),
-                "must be 1-3414 MiB/s",
-            ),
-            (ThroughputMode::Elastic | ThroughputMode::Bursting, Some(mibps)) => fail(
+            (ThroughputMode::Provisioned, Some(mibps)) if !(1..=3414).contains(&mibps) => found
+                .fail(
+                    "efs_provisioned_throughput_mibps",
+                    mibps.to_string(),
+                    "must be 1-3414 MiB/s",
+                ),
+            (ThroughputMode::Elastic | ThroughputMode::Bursting, Some(mibps)) => found.fail(
                 "efs_provisioned_throughput_mibps",
                 mibps.to_string(),
                 "only applies with efs_throughput_mode = \"provisioned\"",
@@ -626,24 +669,28 @@ impl Settings {
         match &self.efs_transition_to_ia {
             IaTransition::Days(7 | 14 | 30 | 60 | 90) => {}
             IaTransition::Word(word) if word == "never" => {}
-            other => fail(
+            other => found.fail(
                 "efs_transition_to_ia",
                 other.to_string(),
                 "must be 7, 14, 30, 60, 90 or \"never\"",
             ),
         }
         if !(1..=35).contains(&self.backup_retention_days) {
-            fail(
+            found.fail(
                 "backup_retention_days",
                 self.backup_retention_days.to_string(),
                 "must be 1-35",
             );
         }
         if let Some(reason) = backup_schedule_error(&self.backup_schedule) {
-            fail("backup_schedule", quoted(&self.backup_schedule), &reason);
+            found.fail("backup_schedule", quoted(&self.backup_schedule), &reason);
         }
+    }
+
+    /// Where alarms go, and what raises them.
+    fn check_alarms(&self, found: &mut Findings) {
         if self.alarm_emails.is_empty() {
-            fail(
+            found.fail(
                 "alarm_emails",
                 list(&self.alarm_emails),
                 "at least one address must receive the alarms",
@@ -657,12 +704,12 @@ impl Settings {
                     && !email.contains(char::is_whitespace)
             });
             if !valid {
-                fail("alarm_emails", quoted(email), "not an e-mail address");
+                found.fail("alarm_emails", quoted(email), "not an e-mail address");
             }
         }
         for arn in &self.alarm_topic_arns {
             if !is_arn(arn, "sns", "") {
-                fail(
+                found.fail(
                     "alarm_topic_arns",
                     quoted(arn),
                     "not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)",
@@ -670,21 +717,25 @@ impl Settings {
             }
         }
         if self.efs_burst_credit_threshold == 0 {
-            fail(
+            found.fail(
                 "efs_burst_credit_threshold",
                 "0".into(),
                 "must be more than 0 bytes",
             );
         }
+    }
+
+    /// The task's memory and CPU, and whether it can be placed at all.
+    fn check_task(&self, found: &mut Findings) {
         if !(128..=30720).contains(&self.container_memory) {
-            fail(
+            found.fail(
                 "container_memory",
                 self.container_memory.to_string(),
                 "must be 128-30720 MiB",
             );
         } else if let Some(spec) = self.instance_spec() {
             if self.container_memory > spec.memory_mib.saturating_sub(AGENT_MIB) {
-                fail(
+                found.fail(
                     "container_memory",
                     self.container_memory.to_string(),
                     &format!(
@@ -696,7 +747,7 @@ impl Settings {
         }
         if let Some(reservation) = self.memory_reservation {
             if reservation == 0 || reservation > self.container_memory {
-                fail(
+                found.fail(
                     "memory_reservation",
                     reservation.to_string(),
                     &format!("must be 1 to container_memory ({})", self.container_memory),
@@ -705,7 +756,7 @@ impl Settings {
         }
         if let Some(cpu) = self.container_cpu {
             if !(128..=10240).contains(&cpu) {
-                fail(
+                found.fail(
                     "container_cpu",
                     cpu.to_string(),
                     "must be 128-10240 CPU units",
@@ -714,7 +765,7 @@ impl Settings {
         }
         if let Some(workers) = self.workers {
             if !(1..=16).contains(&workers) {
-                fail("workers", workers.to_string(), "must be 1-16");
+                found.fail("workers", workers.to_string(), "must be 1-16");
             }
         }
         // Placement is judged only on settings that passed their own checks above.
@@ -730,13 +781,17 @@ impl Settings {
                 .is_none_or(|c| (128..=10240).contains(&c))
             && self.workers.is_none_or(|w| (1..=16).contains(&w));
         if let Some((setting, value, reason)) = self.unplaceable().filter(|_| sizing_inputs_valid) {
-            fail(setting, value, &reason);
+            found.fail(setting, value, &reason);
         }
+    }
+
+    /// The server image.
+    fn check_image(&self, found: &mut Findings) {
         if self.image_repository.is_empty()
             || self.image_repository.contains(char::is_whitespace)
             || self.image_repository.contains('@')
         {
-            fail(
+            found.fail(
                 "image_repository",
                 quoted(&self.image_repository),
                 "the server image's repository is required, e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/wheelhouse",
@@ -749,15 +804,19 @@ impl Settings {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         {
-            fail(
+            found.fail(
                 "image_tag",
                 quoted(&self.image_tag),
                 "1-128 letters, digits, '.', '_' or '-'",
             );
         }
+    }
+
+    /// Who may read the credentials, and the users.
+    fn check_access(&self, found: &mut Findings) {
         for role in &self.secret_readers {
             if !is_arn(role, "iam", "role/") {
-                fail(
+                found.fail(
                     "secret_readers",
                     quoted(role),
                     "not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
@@ -765,11 +824,15 @@ impl Settings {
             }
         }
         for (setting, value, reason) in users_errors(&self.users) {
-            fail(setting, value, &reason);
+            found.fail(setting, value, &reason);
         }
+    }
+
+    /// What the hosts get besides the appliance: policies, AMI, files, commands.
+    fn check_hosts(&self, found: &mut Findings) {
         for policy in &self.instance_policy_arns {
             if !is_arn(policy, "iam", "policy/") {
-                fail(
+                found.fail(
                     "instance_policy_arns",
                     quoted(policy),
                     "not an IAM policy ARN (arn:aws:iam::aws:policy/NAME)",
@@ -778,12 +841,12 @@ impl Settings {
         }
         for statement in &self.instance_policy_statements {
             if let Some(reason) = policy_statement_error(statement) {
-                fail("instance_policy_statements", statement.to_string(), reason);
+                found.fail("instance_policy_statements", statement.to_string(), reason);
             }
         }
         if let Some(ami) = &self.ami_id {
             if !is_ami_id(ami) {
-                fail(
+                found.fail(
                     "ami_id",
                     quoted(ami),
                     "not an AMI id (ami- and 8 or 17 hexadecimal digits)",
@@ -792,7 +855,7 @@ impl Settings {
         }
         for file in &self.host_files {
             if let Some(reason) = host_file_error(file) {
-                fail("host_files", quoted(&file.path), &reason);
+                found.fail("host_files", quoted(&file.path), &reason);
             }
         }
         let extra_bytes: usize = self
@@ -802,7 +865,7 @@ impl Settings {
             .chain(self.host_commands.iter().map(|c| c.len() + 1))
             .sum();
         if extra_bytes > HOST_EXTRAS_MAX_BYTES {
-            fail(
+            found.fail(
                 "host_files",
                 format!("{} file(s) and {} command(s)", self.host_files.len(), self.host_commands.len()),
                 &format!(
@@ -812,51 +875,34 @@ impl Settings {
         }
         for command in &self.host_commands {
             if command.trim().is_empty() || command.contains('\0') {
-                fail(
+                found.fail(
                     "host_commands",
                     quoted(command),
                     "a command must be non-empty text",
                 );
             }
         }
+    }
+
+    /// How long logs are kept.
+    fn check_logs(&self, found: &mut Findings) {
         if !(1..=3653).contains(&self.access_logs_days) {
-            fail(
+            found.fail(
                 "access_logs_days",
                 self.access_logs_days.to_string(),
                 "must be 1-3653 days",
             );
-        }
-        if self.allowed_cidrs.is_empty() {
-            fail(
-                "allowed_cidrs",
-                list(&self.allowed_cidrs),
-                "at least one CIDR must reach the load balancer",
-            );
-        }
-        for cidr in &self.allowed_cidrs {
-            if !is_cidr(cidr) {
-                fail(
-                    "allowed_cidrs",
-                    quoted(cidr),
-                    "not a CIDR block, e.g. 0.0.0.0/0 or 10.0.0.0/8",
-                );
-            }
         }
         const RETENTIONS: &[u32] = &[
             1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
             2922, 3288, 3653,
         ];
         if !RETENTIONS.contains(&self.log_retention_days) {
-            fail(
+            found.fail(
                 "log_retention_days",
                 self.log_retention_days.to_string(),
                 "not a CloudWatch Logs retention (1, 3, 5, 7, 14, 30, 60, 90, ... 3653)",
             );
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
         }
     }
 
@@ -875,6 +921,30 @@ impl Settings {
             })
             .collect()
     }
+}
+
+/// The errors of one validation, gathered so that every rule is reported at once.
+#[derive(Default)]
+struct Findings(Vec<SettingError>);
+
+impl Findings {
+    fn fail(&mut self, setting: &'static str, value: String, reason: &str) {
+        self.0.push(SettingError {
+            setting,
+            value,
+            reason: reason.to_owned(),
+        });
+    }
+}
+
+/// A setting's text value as the errors quote it.
+fn quoted(value: &str) -> String {
+    format!("{value:?}")
+}
+
+/// A setting's list value as the errors quote it.
+fn list(values: &[String]) -> String {
+    format!("{values:?}")
 }
 
 /// `key=value`, where the value is read as TOML when it parses (numbers, booleans, arrays)

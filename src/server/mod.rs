@@ -24,7 +24,7 @@ use rocket::response::{self, Responder, Response};
 use rocket::route::Route;
 use rocket::{Build, Request, Rocket};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, PasswordFileError};
 use crate::config::ServerConfig;
 use crate::index::upload::sweep_stale;
 use crate::index::{BackendKind, Index};
@@ -71,7 +71,7 @@ pub(crate) async fn slot(
 pub struct App {
     pub index: Arc<Index>,
     pub auth: Arc<Authenticator>,
-    pub settings: Settings,
+    pub settings: RequestSettings,
     pub(crate) root_pages: page_cache::RootPages,
     pub(crate) project_pages: page_cache::ProjectPages,
     /// One permit per upload being received (`--max-concurrent-uploads`).
@@ -81,7 +81,7 @@ pub struct App {
 }
 
 /// The request-time settings, from the command line.
-pub struct Settings {
+pub struct RequestSettings {
     pub fallback_url: Option<String>,
     pub welcome_html: Option<String>,
     pub cache_control: Option<u64>,
@@ -123,14 +123,14 @@ fn other_error(status: Status, _: &Request<'_>) -> (Status, String) {
 
 /// Builds the server from a checked configuration. Fails only if the password file cannot
 /// be read.
-pub fn build(config: &ServerConfig) -> Result<Rocket<Build>, String> {
+pub fn build(config: &ServerConfig) -> Result<Rocket<Build>, PasswordFileError> {
     build_with(config, in_flight::InFlight::default())
 }
 
 fn build_with(
     config: &ServerConfig,
     in_flight: in_flight::InFlight,
-) -> Result<Rocket<Build>, String> {
+) -> Result<Rocket<Build>, PasswordFileError> {
     let auth = Authenticator::new(
         config.protected.clone(),
         config.htpasswd.clone(),
@@ -153,7 +153,7 @@ fn build_with(
     let app = App {
         index: Arc::new(Index::open(config.index.clone())),
         auth: Arc::new(auth),
-        settings: Settings {
+        settings: RequestSettings {
             fallback_url: config.fallback_url.clone(),
             welcome_html: config.welcome_html.clone(),
             cache_control: config.cache_control,
@@ -243,8 +243,23 @@ fn build_with(
         .register("/", catchers![unauthorized, guards::forbidden, other_error]))
 }
 
+/// Why the server could not start, or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    PasswordFile(#[from] PasswordFileError),
+    #[error("starting the server: {0}")]
+    Ignite(Box<rocket::Error>),
+    #[error("serving on {address}:{port}: {source}")]
+    Serve {
+        address: std::net::IpAddr,
+        port: u16,
+        source: Box<rocket::Error>,
+    },
+}
+
 /// Runs the server until SIGTERM or Ctrl-C, then gives in-flight requests the grace period.
-pub async fn launch(config: ServerConfig) -> anyhow::Result<()> {
+pub async fn launch(config: ServerConfig) -> Result<(), LaunchError> {
     warden::raise_open_files_limit();
     let upload_dir = config.index.roots[0].clone();
     match sweep_stale(&upload_dir, SWEEP_MIN_AGE) {
@@ -265,8 +280,7 @@ pub async fn launch(config: ServerConfig) -> anyhow::Result<()> {
     let in_flight = in_flight::InFlight::default();
     let limits = config.limits;
     let peers = in_flight.peers.clone();
-    let rocket = build_with(&config, in_flight.clone())
-        .map_err(anyhow::Error::msg)?
+    let rocket = build_with(&config, in_flight.clone())?
         // The port is known once bound (it may have been 0).
         .attach(rocket::fairing::AdHoc::on_liftoff(
             "connection warden",
@@ -280,11 +294,18 @@ pub async fn launch(config: ServerConfig) -> anyhow::Result<()> {
                 })
             },
         ));
-    let rocket = rocket.ignite().await?;
+    let rocket = rocket
+        .ignite()
+        .await
+        .map_err(|err| LaunchError::Ignite(Box::new(err)))?;
     let shutdown = rocket.shutdown();
     rocket::tokio::select! {
         result = rocket.launch() => {
-            result.map_err(|err| anyhow::anyhow!("serving on {}:{}: {err}", config.address, config.port))?;
+            result.map_err(|err| LaunchError::Serve {
+                address: config.address,
+                port: config.port,
+                source: Box::new(err),
+            })?;
         }
         () = async {
             shutdown.await;

@@ -22,9 +22,20 @@ pub(crate) struct Call {
     pub(crate) terms: Vec<(String, String)>,
 }
 
+/// Why a request body is not a call `search` can answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    #[error("invalid XML-RPC text: {0}")]
+    Text(String),
+    #[error("malformed XML-RPC request at byte {position}: {message}")]
+    Malformed { position: u64, message: String },
+    #[error("malformed XML-RPC request: no methodName")]
+    NoMethod,
+}
+
 /// Reads the parts of a call that `search` needs. Anything that is not well-formed XML is an
 /// error quoting the parser's complaint.
-pub(crate) fn parse_call(body: &str) -> Result<Call, String> {
+pub(crate) fn parse_call(body: &str) -> Result<Call, CallError> {
     let mut reader = Reader::from_str(body);
     reader.config_mut().trim_text(true);
     let mut call = Call::default();
@@ -46,10 +57,10 @@ pub(crate) fn parse_call(body: &str) -> Result<Call, String> {
             Ok(Event::Text(text)) => {
                 let value = text
                     .decode()
-                    .map_err(|err| format!("invalid XML-RPC text: {err}"))?
+                    .map_err(|err| CallError::Text(err.to_string()))?
                     .into_owned();
                 let value = quick_xml::escape::unescape(&value)
-                    .map_err(|err| format!("invalid XML-RPC text: {err}"))?
+                    .map_err(|err| CallError::Text(err.to_string()))?
                     .into_owned();
                 match path.last().map(String::as_str) {
                     Some("methodName") => call.method = value,
@@ -64,15 +75,15 @@ pub(crate) fn parse_call(body: &str) -> Result<Call, String> {
             Ok(Event::Eof) => break,
             Ok(_) => {}
             Err(err) => {
-                return Err(format!(
-                    "malformed XML-RPC request at byte {}: {err}",
-                    reader.buffer_position()
-                ))
+                return Err(CallError::Malformed {
+                    position: reader.buffer_position(),
+                    message: err.to_string(),
+                })
             }
         }
     }
     if call.method.is_empty() {
-        return Err("malformed XML-RPC request: no methodName".into());
+        return Err(CallError::NoMethod);
     }
     Ok(call)
 }
@@ -123,7 +134,7 @@ pub(crate) async fn rpc(
             format!("an XML-RPC request may be at most {MAX_CALL_BYTES} bytes"),
         ));
     }
-    let call = parse_call(&body.value).map_err(ApiError::bad_request)?;
+    let call = parse_call(&body.value).map_err(|err| ApiError::bad_request(err.to_string()))?;
     if call.method != "search" {
         // XML-RPC reports unknown methods as faults inside a 200, as xmlrpc servers do.
         return Ok((
@@ -180,8 +191,13 @@ mod tests {
 
     #[test]
     fn err_malformed_xml_is_reported() {
-        let err = parse_call("<methodCall><methodName>search</methodName></oops>").unwrap_err();
-        assert!(err.starts_with("malformed XML-RPC request"), "{err}");
+        let err = parse_call("<methodCall><methodName>search</methodName></oops>")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("malformed XML-RPC request at byte"),
+            "{err}"
+        );
         assert!(parse_call("<methodCall/>").is_err());
     }
 }
