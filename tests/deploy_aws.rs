@@ -1165,3 +1165,204 @@ mod preflight {
         }
     }
 }
+
+/// The command line as a user runs it, against the stand-in or, with no AWS to reach, alone.
+mod command_line {
+    use std::process::{Command, Output, Stdio};
+    use std::time::{Duration, Instant};
+
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer};
+
+    use super::{action, ok, reply, stack};
+
+    fn deploy(endpoint: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wheelhouse-deploy"));
+        command
+            .args(["--stack", "demo", "--region", "us-east-1"])
+            .args(["--endpoint-url", endpoint])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("WHEELHOUSE_STACK")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    fn text(output: &Output) -> String {
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    }
+
+    /// `sizing` reads only the sizing inputs: a settings file with nothing else is enough,
+    /// and no AWS call is made for an instance type the built-in table knows.
+    #[test]
+    fn sizing_works_from_an_incomplete_settings_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = dir.path().join("partial.toml");
+        std::fs::write(&settings, "instance_type = \"t3.small\"\n").unwrap();
+        let config = settings.to_str().unwrap();
+        // Nothing listens there: a call to AWS would fail the command.
+        let nowhere = "http://127.0.0.1:9";
+        let small = deploy(nowhere, &["--config", config, "sizing"])
+            .output()
+            .unwrap();
+        assert!(small.status.success(), "{}", text(&small));
+        let small = String::from_utf8_lossy(&small.stdout).into_owned();
+        assert!(small.contains("tasks per instance"), "{small}");
+        assert!(small.contains("t3.small"), "{small}");
+
+        let large = deploy(
+            nowhere,
+            &["--config", config, "sizing", "--instance-type", "m7g.large"],
+        )
+        .output()
+        .unwrap();
+        assert!(large.status.success(), "{}", text(&large));
+        let large = String::from_utf8_lossy(&large.stdout).into_owned();
+        assert!(large.contains("m7g.large"), "{large}");
+        assert_ne!(small, large);
+    }
+
+    /// Exit codes: 1 when a destroy is declined (no terminal to confirm on) or fails, 130
+    /// when Ctrl-C stops the following, which leaves the stack operation running.
+    #[tokio::test]
+    async fn destroy_exits_1_when_declined_or_failed_and_130_when_interrupted() {
+        let server = MockServer::start().await;
+        // Before the delete the stack is complete; after it, it stays in DELETE_IN_PROGRESS
+        // or fails, as each case below needs.
+        let complete = stack("CREATE_COMPLETE").replace(
+            "</Outputs>",
+            "<member><OutputKey>Protected</OutputKey><OutputValue>false</OutputValue></member></Outputs>",
+        );
+        reply(
+            &server,
+            "DescribeStackEvents",
+            ok("DescribeStackEvents", "<StackEvents></StackEvents>"),
+        )
+        .await;
+        reply(&server, "DeleteStack", ok("DeleteStack", "")).await;
+        let endpoint = server.uri();
+
+        let describe_once = |status: &str| {
+            let body = complete.replace("CREATE_COMPLETE", status);
+            Mock::given(method("POST"))
+                .and(action("DescribeStacks"))
+                .respond_with(ok("DescribeStacks", &body))
+        };
+
+        // No --yes and no terminal: declined, nothing deleted.
+        describe_once("CREATE_COMPLETE")
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        let declined = deploy(&endpoint, &["destroy"]).output().unwrap();
+        assert_eq!(declined.status.code(), Some(1), "{}", text(&declined));
+        assert!(
+            text(&declined).contains("pass --yes"),
+            "{}",
+            text(&declined)
+        );
+        assert_eq!(deletes(&server).await, 0);
+
+        // The delete fails.
+        describe_once("CREATE_COMPLETE")
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        describe_once("DELETE_FAILED")
+            .up_to_n_times(1)
+            .with_priority(2)
+            .mount(&server)
+            .await;
+        let failed = deploy(&endpoint, &["destroy", "--yes"]).output().unwrap();
+        assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+        assert!(text(&failed).contains("DELETE_FAILED"), "{}", text(&failed));
+        assert_eq!(deletes(&server).await, 1);
+
+        // Interrupted while following: 130, and the user told how to follow on.
+        describe_once("CREATE_COMPLETE")
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        describe_once("DELETE_IN_PROGRESS")
+            .with_priority(3)
+            .mount(&server)
+            .await;
+        let child = deploy(&endpoint, &["destroy", "--yes"]).spawn().unwrap();
+        // Following has begun (and with it the Ctrl-C handler, polled alongside it) once the
+        // stack is described after the second delete.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !described_after_delete(&server, 2).await {
+            assert!(
+                Instant::now() < deadline,
+                "the destroy did not start following"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // SAFETY: kill only sends a signal to the child this test started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let interrupted = child.wait_with_output().unwrap();
+        assert_eq!(
+            interrupted.status.code(),
+            Some(130),
+            "{}",
+            text(&interrupted)
+        );
+        assert!(
+            text(&interrupted).contains("Interrupted"),
+            "{}",
+            text(&interrupted)
+        );
+    }
+
+    /// The actions the stand-in was asked for, in order.
+    async fn actions(server: &MockServer) -> Vec<String> {
+        server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|request| {
+                let body = String::from_utf8_lossy(&request.body).into_owned();
+                let action = body.strip_prefix("Action=")?.split('&').next()?.to_owned();
+                Some(action)
+            })
+            .collect()
+    }
+
+    async fn deletes(server: &MockServer) -> usize {
+        actions(server)
+            .await
+            .iter()
+            .filter(|action| *action == "DeleteStack")
+            .count()
+    }
+
+    /// Whether DescribeStacks was asked for after the `nth` DeleteStack.
+    async fn described_after_delete(server: &MockServer, nth: usize) -> bool {
+        let actions = actions(server).await;
+        let Some(delete) = actions
+            .iter()
+            .enumerate()
+            .filter(|(_, action)| *action == "DeleteStack")
+            .nth(nth - 1)
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        actions[delete..]
+            .iter()
+            .any(|action| action == "DescribeStacks")
+    }
+}
