@@ -28,7 +28,7 @@ let
   };
 
   # Every dependency of every target of the workspace (tests and dev-dependencies included),
-  # shared by the deploy tool and all the checks.
+  # shared by the checks.
   cargoArtifacts = craneLib.buildDepsOnly commonArgs;
 
   # The server alone, as the image is built: without the `deploy` feature there is no AWS SDK.

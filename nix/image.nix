@@ -17,6 +17,17 @@ let
 
   static = craneLib.buildPackage (staticArgs // {
     cargoArtifacts = craneLib.buildDepsOnly staticArgs;
+    # The image holds this binary and nothing else: a binary that wants a dynamic loader or a
+    # shared library fails here rather than at `docker run`.
+    postInstall = ''
+      bin=$out/bin/wheelhouse
+      if readelf --program-headers "$bin" | grep -q INTERP \
+        || readelf --dynamic "$bin" | grep -q NEEDED; then
+        echo "$bin is not static:" >&2
+        readelf --program-headers --dynamic "$bin" >&2
+        exit 1
+      fi
+    '';
   });
 
   # Docker keeps health check durations in nanoseconds.

@@ -3,18 +3,24 @@
 { pkgs, build }:
 let
   inherit (pkgs) lib;
-  inherit (build) craneLib commonArgs cargoArtifacts serverArgs;
+  inherit (build) craneLib commonArgs serverArgs;
 
   wheelhouse = craneLib.buildPackage (serverArgs // {
     cargoArtifacts = craneLib.buildDepsOnly serverArgs;
     meta.mainProgram = "wheelhouse";
   });
 
-  wheelhouse-deploy = craneLib.buildPackage (commonArgs // {
-    inherit cargoArtifacts;
+  # Its own dependency build: the binary's dependencies only, without the test dependencies
+  # (wiremock, testcontainers, ...) the workspace's shared artifacts carry, so that
+  # `nix run .#deploy` builds no more than it runs.
+  deployArgs = commonArgs // {
     pname = "wheelhouse-deploy";
     cargoExtraArgs = "--locked --bin wheelhouse-deploy";
     doCheck = false;
+  };
+
+  wheelhouse-deploy = craneLib.buildPackage (deployArgs // {
+    cargoArtifacts = craneLib.buildDepsOnly deployArgs;
     meta.mainProgram = "wheelhouse-deploy";
   });
 in
