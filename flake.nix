@@ -17,9 +17,16 @@
       linux = [ "x86_64-linux" "aarch64-linux" ];
       systems = linux ++ [ "x86_64-darwin" "aarch64-darwin" ];
 
+      # 26.05 warns at every evaluation for x86_64-darwin, whose support ends with it; the flake
+      # pins 26.05 to keep offering that system (see the input above), so it says it knows.
+      pkgsFor = system:
+        if system == "x86_64-darwin"
+        then import nixpkgs { inherit system; config.allowDeprecatedx86_64Darwin = true; }
+        else nixpkgs.legacyPackages.${system};
+
       forSystem = system:
         import ./nix {
-          pkgs = nixpkgs.legacyPackages.${system};
+          pkgs = pkgsFor system;
           inherit crane;
         };
       bySystem = lib.genAttrs systems forSystem;
