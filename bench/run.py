@@ -64,16 +64,21 @@ def ensure_tools():
 
 def ensure_venv():
     venv = WORK / "venv"
-    requirements = (BENCH / "requirements.txt").read_bytes()
+    requirements = (BENCH / "requirements.txt").read_bytes() + (
+        BENCH.parent / "tests/python/build.txt").read_bytes()
     stamp = venv / "requirements.sha256"
     digest = hashlib.sha256(requirements).hexdigest()
     if not (stamp.exists() and stamp.read_text() == digest):
         log("creating the Python venv (pypiserver, gunicorn, matplotlib)")
         shutil.rmtree(venv, ignore_errors=True)
         run([sys.executable, "-m", "venv", str(venv)])
-        # The lock (from requirements.in, by tests/python/lock) holds the whole tree with hashes.
+        # The locks (by tests/python/lock) hold the whole tree with hashes; the build tools go
+        # first, so that a package PyPI has only as sources is built with them.
+        build = BENCH.parent / "tests/python/build.txt"
         run([str(venv / "bin/pip"), "install", "-q", "--require-hashes", "--no-deps", "-r",
-             str(BENCH / "requirements.txt")])
+             str(build)])
+        run([str(venv / "bin/pip"), "install", "-q", "--require-hashes", "--no-deps",
+             "--no-build-isolation", "-r", str(BENCH / "requirements.txt")])
         stamp.write_text(digest)
     return venv
 

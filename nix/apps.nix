@@ -16,7 +16,8 @@ let
   # use rather than trusting the host to have them: the toolchain, the docker CLI, python3
   # (venv and ensurepip included) for the venvs, debootstrap and util-linux (flock, umount)
   # for the LocalStack image; and runs the README's command in the checkout it is started
-  # from. The container half runs with WHEELHOUSE_PRIVILEGED_TESTS=1, as root with Docker.
+  # from. The container half runs when the caller sets WHEELHOUSE_PRIVILEGED_TESTS=1 (as root,
+  # with Docker), which the environment passes through.
   # image/build links glibc statically: the static libraries come from nixpkgs through
   # LIBRARY_PATH.
   integration = pkgs.writeShellApplication {

@@ -21,10 +21,12 @@ let
     # shared library fails here rather than at `docker run`.
     postInstall = ''
       bin=$out/bin/wheelhouse
-      if readelf --program-headers "$bin" | grep -q INTERP \
-        || readelf --dynamic "$bin" | grep -q NEEDED; then
+      # Into a file first: `grep -q` on a pipe could stop readelf early, and a failed pipe
+      # would read as "static".
+      readelf --program-headers --dynamic "$bin" > elf-headers.txt
+      if grep -q -e INTERP -e NEEDED elf-headers.txt; then
         echo "$bin is not static:" >&2
-        readelf --program-headers --dynamic "$bin" >&2
+        cat elf-headers.txt >&2
         exit 1
       fi
     '';

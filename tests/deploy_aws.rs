@@ -1312,7 +1312,7 @@ mod command_line {
         }
         // SAFETY: kill only sends a signal to the child this test started.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let interrupted = child.wait_with_output().unwrap();
+        let interrupted = exit_within(child, Duration::from_secs(20));
         assert_eq!(
             interrupted.status.code(),
             Some(130),
@@ -1324,6 +1324,20 @@ mod command_line {
             "{}",
             text(&interrupted)
         );
+    }
+
+    /// The child's output once it exits, or a failure (and the child killed) if it has not
+    /// within `limit`: a Ctrl-C that stopped working must fail the test, not hang it.
+    fn exit_within(mut child: std::process::Child, limit: Duration) -> Output {
+        let deadline = Instant::now() + limit;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("wheelhouse-deploy did not exit within {limit:?} of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
     }
 
     /// The actions the stand-in was asked for, in order.

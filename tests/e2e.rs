@@ -1,6 +1,6 @@
 //! End to end: the real `wheelhouse` binary on a loopback port, driven by the real clients
 //! (pip, uv, twine, build) from a Python venv that this harness creates from
-//! `tests/python-requirements.txt`.
+//! `tests/python/clients.txt`.
 
 mod common;
 #[path = "e2e/hostile.rs"]
@@ -45,6 +45,18 @@ impl Server {
 
     fn packages(&self) -> PathBuf {
         self.dir.path().join("packages")
+    }
+
+    /// How many uploads are being received: each streams into a hidden temp file.
+    fn uploads_in_flight(&self) -> usize {
+        std::fs::read_dir(self.packages())
+            .unwrap()
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.starts_with('.') && name != wheelhouse::index::fs_clock::CLOCK_FILE
+            })
+            .count()
     }
 
     fn stored(&self) -> Vec<String> {
@@ -380,16 +392,26 @@ fn sigterm_lets_an_upload_in_flight_finish() {
         body.len()
     )
     .unwrap();
-    let half = body.len() / 2;
-    stream.write_all(&body[..half]).unwrap();
+    // All but the end of the file: the server is receiving its content part.
+    let most = body.len() - 100;
+    stream.write_all(&body[..most]).unwrap();
     stream.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_until(Duration::from_secs(10), || server.uploads_in_flight() == 1),
+        "the upload never reached the server"
+    );
 
     let pid = server.replica.pid() as i32;
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    std::thread::sleep(Duration::from_millis(300));
-    stream.write_all(&body[half..]).unwrap();
+    // Shutting down: new connections are refused, the upload in flight is not.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", server.port())).is_err()
+        }),
+        "the server still takes connections after SIGTERM"
+    );
+    stream.write_all(&body[most..]).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -549,7 +571,7 @@ fn serve_one_request(args: &[&str], path: &str) -> (String, String) {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let answered = wait_until(|| {
+    let answered = wait_until(Duration::from_secs(10), || {
         let log = std::fs::read_to_string(&announced).unwrap_or_default();
         let Some(address) = log
             .split("listening on ")
@@ -570,9 +592,9 @@ fn serve_one_request(args: &[&str], path: &str) -> (String, String) {
     )
 }
 
-/// Polls `probe` for up to 10 s.
-fn wait_until(mut probe: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// Polls `probe` for up to `limit`.
+fn wait_until(limit: Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if probe() {
             return true;

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -242,11 +242,13 @@ struct FileStamp {
 
 #[derive(Default)]
 struct LoadedFile {
-    stamp: Option<FileStamp>,
-    /// The stamp was taken at least [`SETTLE_WINDOW`] after the file's last change, so an
-    /// equal stamp later means an unchanged file. Before that, a rewrite of the same size in
-    /// the same timestamp tick (a second on some filesystems) would leave every field of the
-    /// stamp as it was: the text itself is compared instead.
+    /// The file's stamp, and when this process first saw it.
+    stamp: Option<(FileStamp, Instant)>,
+    /// The text was read at least [`SETTLE_WINDOW`] after the stamp was first seen, so the
+    /// stamp's timestamp tick had passed by then on the filesystem's clock too (whatever its
+    /// skew, clocks run at one rate): any later change moves the stamp. Before that, a rewrite
+    /// of the same size in the same tick (a second on some filesystems) would leave every
+    /// field of the stamp as it was, so the text itself is compared at each request.
     settled: bool,
     /// The text the users were parsed from.
     text: String,
@@ -256,6 +258,12 @@ struct LoadedFile {
     decoy: Option<StoredPassword>,
     /// The file is gone or unreadable: its users are refused (and this was logged once).
     unavailable: bool,
+}
+
+impl LoadedFile {
+    fn is_settled(&self, stamp: FileStamp) -> bool {
+        self.settled && matches!(self.stamp, Some((known, _)) if known == stamp)
+    }
 }
 
 /// The stored password whose check costs the most: bcrypt of the highest cost, else the next
@@ -334,37 +342,42 @@ impl Authenticator {
     }
 
     /// Re-reads the htpasswd file if it changed since it was last read: one `stat` per call,
-    /// and a read while the file changed less than [`SETTLE_WINDOW`] ago (as the package
-    /// directory's backend does, for the same reason: timestamps too coarse to show a change).
+    /// and a read while its stamp is younger than [`SETTLE_WINDOW`] in this process's eyes (as
+    /// the package directory's backend does, for the same reason: timestamps too coarse to
+    /// show a change). The host's clock is never compared with the file's timestamps, which
+    /// another host's clock may have written.
     fn refresh(&self) {
         let Some(path) = &self.htpasswd else { return };
-        let stamp = std::fs::metadata(path).map(|meta| {
-            use std::os::unix::fs::MetadataExt;
-            FileStamp {
-                modified: meta.modified().ok(),
-                len: meta.len(),
-                inode: meta.ino(),
-                changed: (meta.ctime(), meta.ctime_nsec()),
+        let stamp = match std::fs::metadata(path) {
+            Ok(meta) => {
+                use std::os::unix::fs::MetadataExt;
+                FileStamp {
+                    modified: meta.modified().ok(),
+                    len: meta.len(),
+                    inode: meta.ino(),
+                    changed: (meta.ctime(), meta.ctime_nsec()),
+                }
             }
-        });
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        let stamp = match stamp {
-            Ok(stamp) if loaded.settled && loaded.stamp == Some(stamp) => return,
-            Ok(stamp) => stamp,
-            Err(err) => return self.lose_file(&mut loaded, path, &err),
+            Err(err) => return self.lose_file(&mut self.lock_loaded(), path, &err),
         };
-        // Decided before the read: a change landing after this instant moves the stamp.
-        let settled = stamp.modified.is_some_and(|modified| {
-            SystemTime::now()
-                .duration_since(modified)
-                .is_ok_and(|age| age >= SETTLE_WINDOW)
-        });
+        if self.lock_loaded().is_settled(stamp) {
+            return;
+        }
+        // Taken before the read, and the read done outside the lock: while the file settles,
+        // requests must not queue behind each other's reads.
+        let reading_at = Instant::now();
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(err) => return self.lose_file(&mut loaded, path, &err),
+            Err(err) => return self.lose_file(&mut self.lock_loaded(), path, &err),
         };
+        let mut loaded = self.lock_loaded();
+        let first_seen = match loaded.stamp {
+            Some((known, seen)) if known == stamp => seen,
+            _ => reading_at,
+        };
+        let settled = reading_at.duration_since(first_seen) >= SETTLE_WINDOW;
         if !loaded.unavailable && loaded.stamp.is_some() && loaded.text == text {
-            loaded.stamp = Some(stamp);
+            loaded.stamp = Some((stamp, first_seen));
             loaded.settled = settled;
             return;
         }
@@ -383,7 +396,7 @@ impl Authenticator {
             path.display()
         );
         *loaded = LoadedFile {
-            stamp: Some(stamp),
+            stamp: Some((stamp, first_seen)),
             settled,
             text,
             decoy: pick_decoy(&parsed.users),
@@ -391,6 +404,10 @@ impl Authenticator {
             unavailable: false,
         };
         self.forget_verified();
+    }
+
+    fn lock_loaded(&self) -> std::sync::MutexGuard<'_, LoadedFile> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The password file cannot be read: its users are refused until it can. Keeping the last

@@ -73,50 +73,82 @@ impl Replica {
 
     /// Starts the process (on its last port, or on one it picks the first time) and waits
     /// until it has announced its address and answers its health check. A process that exits
-    /// meanwhile fails the test at once, with its log.
+    /// meanwhile fails the test at once, with its log; one that found its old port taken by
+    /// someone else (another process may bind it between a stop and a start) is tried again.
     fn spawn(&mut self) {
-        let log_from = std::fs::metadata(&self.log).map_or(0, |meta| meta.len());
-        let mut command = Command::new(server_binary());
-        let child = super::without_env_users(&mut command)
-            .arg("run")
-            .args(["-i", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["--log-stream", "none", "--disable-fallback"])
-            .arg("--log-file")
-            .arg(&self.log)
-            .args(&self.args)
-            .arg(&self.packages)
-            // The log level is the arguments' (-v), not the developer's shell's: the address
-            // is announced at info.
-            .env_remove("RUST_LOG")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start wheelhouse");
-        self.child = Some(child);
-        self.port = self.wait_for("announce its address", |replica| {
-            replica.announced_port(log_from)
-        });
-        let health = format!("{}{}", self.url(), self.health_path());
-        self.wait_for("answer its health check", |_| {
-            reqwest::blocking::get(&health)
-                .is_ok_and(|resp| resp.status().is_success())
-                .then_some(())
-        });
-    }
-
-    /// Polls `probe` for up to 15 s, while the process lives.
-    fn wait_for<T>(&mut self, what: &str, mut probe: impl FnMut(&Self) -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(found) = probe(self) {
-                return found;
+        for attempt in 1.. {
+            let log_from = std::fs::metadata(&self.log).map_or(0, |meta| meta.len());
+            // Its stderr (where a failure to start is said) goes to the log too.
+            let stderr = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .expect("open the replica's log");
+            let mut command = Command::new(server_binary());
+            let child = super::without_env_users(&mut command)
+                .arg("run")
+                .args(["-i", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["--log-stream", "none", "--disable-fallback"])
+                .arg("--log-file")
+                .arg(&self.log)
+                .args(&self.args)
+                .arg(&self.packages)
+                // The log level is the arguments' (-v), not the developer's shell's: the
+                // address is announced at info.
+                .env_remove("RUST_LOG")
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .expect("start wheelhouse");
+            self.child = Some(child);
+            match self.wait_for("announce its address", |replica| {
+                replica.announced_port(log_from)
+            }) {
+                Ok(port) => self.port = port,
+                Err(status) if attempt < 5 && self.log_since(log_from).contains("in use") => {
+                    eprintln!(
+                        "replica {}: port {} taken ({status}); again",
+                        self.name, self.port
+                    );
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+                Err(status) => panic!(
+                    "replica {} exited ({status}) before it could announce its address; log:\n{}",
+                    self.name,
+                    self.log_text()
+                ),
             }
-            if let Some(status) = self.try_wait() {
+            let health = format!("{}{}", self.url(), self.health_path());
+            if let Err(status) = self.wait_for("answer its health check", |_| {
+                reqwest::blocking::get(&health)
+                    .is_ok_and(|resp| resp.status().is_success())
+                    .then_some(())
+            }) {
                 panic!(
-                    "replica {} exited ({status}) before it could {what}; log:\n{}",
+                    "replica {} exited ({status}) before it answered its health check; log:\n{}",
                     self.name,
                     self.log_text()
                 );
+            }
+            return;
+        }
+    }
+
+    /// Polls `probe` for up to 15 s while the process lives; the exit status if it does not.
+    fn wait_for<T>(
+        &mut self,
+        what: &str,
+        mut probe: impl FnMut(&Self) -> Option<T>,
+    ) -> Result<T, ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(found) = probe(self) {
+                return Ok(found);
+            }
+            if let Some(status) = self.try_wait() {
+                return Err(status);
             }
             assert!(
                 Instant::now() < deadline,
@@ -128,22 +160,36 @@ impl Replica {
         }
     }
 
-    /// The port of the first "listening on" line the log has gained since `from`.
+    /// What the log has gained since `from`.
+    fn log_since(&self, from: u64) -> String {
+        let log = std::fs::read(&self.log).unwrap_or_default();
+        let from = usize::try_from(from).unwrap_or(usize::MAX).min(log.len());
+        String::from_utf8_lossy(&log[from..]).into_owned()
+    }
+
+    /// The port of the first whole "listening on" line the log has gained since `from`.
     fn announced_port(&self, from: u64) -> Option<u16> {
-        let log = std::fs::read(&self.log).ok()?;
-        let since = String::from_utf8_lossy(log.get(usize::try_from(from).ok()?..)?).into_owned();
+        let since = self.log_since(from);
         let rest = since.split("listening on http://").nth(1)?;
-        let address: SocketAddr = rest.split_whitespace().next()?.parse().ok()?;
+        // Only once the line is written to its end, not a port cut short mid-write.
+        let (line, _) = rest.split_once('\n')?;
+        let address: SocketAddr = line.split_whitespace().next()?.parse().ok()?;
         Some(address.port())
     }
 
-    /// `--health-endpoint` of the arguments, or the default.
+    /// `--health-endpoint` of the arguments (`--health-endpoint P` or `--health-endpoint=P`),
+    /// or the default.
     fn health_path(&self) -> &str {
-        self.args
-            .iter()
-            .position(|arg| arg == "--health-endpoint")
-            .and_then(|i| self.args.get(i + 1))
-            .map_or("/health", String::as_str)
+        let mut args = self.args.iter();
+        while let Some(arg) = args.next() {
+            if arg == "--health-endpoint" {
+                return args.next().map_or("/health", String::as_str);
+            }
+            if let Some(path) = arg.strip_prefix("--health-endpoint=") {
+                return path;
+            }
+        }
+        "/health"
     }
 
     /// The exit status, once the process has exited.

@@ -75,8 +75,13 @@ fn stalled_uploads_hold_no_thread_and_the_cap_answers_503() {
     )
     .unwrap();
     let stalled: Vec<TcpStream> = (0..300).map(|_| stalled_upload(&server)).collect();
-    // Let every one of them reach its content part.
-    std::thread::sleep(Duration::from_secs(2));
+    // Every one of them has reached its content part, and holds a slot and a temp file.
+    assert!(
+        super::wait_until(Duration::from_secs(30), || server.uploads_in_flight()
+            == 300),
+        "{} of 300 stalled uploads reached the server",
+        server.uploads_in_flight()
+    );
     let page = get_within(&server, "/simple/here/", Duration::from_secs(5));
     assert_eq!(page.status(), 200);
     let download = get_within(&server, "/packages/here-1.0.tar.gz", Duration::from_secs(5));

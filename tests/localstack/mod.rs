@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -36,27 +36,20 @@ pub fn venv() -> &'static Path {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
         let venv = crate::common::venv::locked("localstack-venv", LOCK);
-        run_ok(
-            Command::new(venv.join("bin/python"))
-                .args(["-c", "import boto3, localstack.runtime.main"]),
-        );
+        let imports = Command::new(venv.join("bin/python"))
+            .args(["-c", "import boto3, localstack.runtime.main"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the venv's python");
+        if !imports.status.success() {
+            crate::common::venv::discard("localstack-venv");
+            panic!(
+                "the LocalStack venv does not import (it is made again next time):\n{}",
+                String::from_utf8_lossy(&imports.stderr)
+            );
+        }
         venv
     })
-}
-
-fn run_ok(command: &mut Command) -> Output {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({})\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
-    output
 }
 
 /// A running LocalStack. Dropping it kills the process group and removes its state.
