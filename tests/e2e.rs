@@ -461,6 +461,37 @@ fn command_line_errors_quote_the_bad_value() {
     }
 }
 
+/// At start-up the index removes the temp files of uploads whose process died (nobody holds
+/// their lock) once they are old enough, and spares a young one, whose upload may be about to
+/// lock it.
+#[test]
+fn temp_files_of_dead_uploads_are_swept_at_start_up() {
+    use wheelhouse::index::upload::TEMP_PREFIX;
+    let dir = tempfile::tempdir().unwrap();
+    let packages = dir.path().join("packages");
+    std::fs::create_dir(&packages).unwrap();
+    let stale = packages.join(format!("{TEMP_PREFIX}dead"));
+    let young = packages.join(format!("{TEMP_PREFIX}young"));
+    for path in [&stale, &young] {
+        std::fs::write(path, b"half an upload").unwrap();
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    let _server = Replica::start("sweeper", &packages, dir.path(), &["-P", ".", "-a", "."]);
+    assert!(
+        !stale.exists(),
+        "the dead upload's temp file is still there"
+    );
+    assert!(
+        young.exists(),
+        "a temp file younger than a minute was removed"
+    );
+}
+
 /// A credential variable set without its other half refuses to start, naming both variables,
 /// rather than running an index that nobody can log in to (or that anyone can).
 #[test]

@@ -38,11 +38,26 @@ use crate::names::{DistFilename, ProjectName};
 #[derive(Debug, Clone)]
 pub struct DistFile {
     pub name: DistFilename,
-    pub path: PathBuf,
+    /// Where it is: for the index's own reads (routes ask the index, see [`Index::open_file`]).
+    pub(crate) path: PathBuf,
     /// The path below its package directory, `/`-separated: the part of the URL after
     /// `/packages/`.
     pub relative_path: String,
     pub identity: FileIdentity,
+}
+
+impl DistFile {
+    /// The same file, in the same version.
+    pub fn same_version(&self, other: &DistFile) -> bool {
+        self.path == other.path && self.identity == other.identity
+    }
+}
+
+/// A package file opened for a download.
+pub struct OpenedFile {
+    pub file: std::fs::File,
+    pub identity: FileIdentity,
+    pub filename: String,
 }
 
 /// What tells one version of a file from another without reading it. A file replaced in place
@@ -423,6 +438,32 @@ impl Index {
 
     pub fn cache(&self) -> &FileInfoCache {
         &self.cache
+    }
+
+    /// Opens the file at `relative_path` below a package directory, for a download. Blocking.
+    /// `None` for what no listing shows: no such file, one removed since it was found, or one
+    /// the server may not read (every listing leaves those out, and says so once in the log).
+    /// The identity is that of the file opened, so that a replacement in between cannot pair
+    /// new bytes with an old ETag.
+    pub fn open_file(&self, relative_path: &str) -> std::io::Result<Option<OpenedFile>> {
+        let Some(found) = self.find(relative_path)? else {
+            return Ok(None);
+        };
+        let opened = open_regular(&found.path)
+            .and_then(|file| Ok((FileIdentity::of(&file.metadata()?), file)));
+        match opened {
+            Ok((identity, file)) => Ok(Some(OpenedFile {
+                file,
+                identity,
+                filename: found.name.filename().to_owned(),
+            })),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                self.unreadable.skip(&found.path, &err);
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// Finds a file by its path below a package directory, without walking the tree. Only a

@@ -421,6 +421,35 @@ fn parse_claimed_filename(claim: &UploadClaim) -> Result<DistFilename, UploadErr
     })
 }
 
+/// How often the index looks for temp files of uploads whose process died. Their locks
+/// decide, not their age (see [`sweep_stale`]).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// A temp file younger than this is spared: its upload may not have locked it yet.
+const SWEEP_MIN_AGE: Duration = Duration::from_secs(60);
+
+impl Index {
+    /// Removes the temp files of uploads whose process died, now and every
+    /// [`SWEEP_INTERVAL`] after, on the blocking pool. Must run inside the tokio runtime.
+    pub fn start_sweeping(&self) {
+        let upload_dir = self.config.roots[0].clone();
+        match sweep_stale(&upload_dir, SWEEP_MIN_AGE) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} temp file(s) of uploads whose process died"),
+            Err(err) => tracing::warn!("sweeping {}: {err}", upload_dir.display()),
+        }
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_INTERVAL);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let dir = upload_dir.clone();
+                let _ = tokio::task::spawn_blocking(move || sweep_stale(&dir, SWEEP_MIN_AGE)).await;
+            }
+        });
+    }
+}
+
 /// Deletes temp files of uploads whose process died: those whose lock (see
 /// [`StagedUpload`]) nobody holds. Age decides nothing about a locked file, however slow its
 /// upload; `min_age` only spares a file created a moment ago, before its upload could lock it.

@@ -191,13 +191,13 @@ pub(crate) enum FileBody {
 }
 
 impl FileBody {
-    /// Opens `path` and reads it whole if it is small. Blocking. The identity is that of the
-    /// file opened (a replacement in between must not pair new bytes with an old ETag) and
-    /// its size that of the bytes read, should the file change while being read.
-    pub(crate) fn open(path: &std::path::Path) -> std::io::Result<(Self, FileIdentity)> {
+    /// The body of a file the index opened: read whole if it is small. Blocking. The size is
+    /// that of the bytes read, should the file change while being read.
+    pub(crate) fn of(
+        mut file: std::fs::File,
+        mut identity: FileIdentity,
+    ) -> std::io::Result<(Self, FileIdentity)> {
         use std::io::Read;
-        let mut file = crate::index::open_regular(path)?;
-        let mut identity = FileIdentity::of(&file.metadata()?);
         if identity.size > READ_WHOLE_UP_TO {
             return Ok((FileBody::Open(file), identity));
         }

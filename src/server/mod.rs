@@ -26,7 +26,6 @@ use rocket::{Build, Request, Rocket};
 
 use crate::auth::{Authenticator, PasswordFileError};
 use crate::config::ServerConfig;
-use crate::index::upload::sweep_stale;
 use crate::index::{BackendKind, Index};
 
 /// How long the last responses get to leave their connections after the last request is done.
@@ -35,13 +34,6 @@ const FLUSH_LINGER: Duration = Duration::from_secs(1);
 /// Bytes of rendered project pages kept: a few thousand projects' pages, a small part of the
 /// memory the server may use with 100k files.
 const PROJECT_PAGES_BUDGET: usize = 8 << 20;
-
-/// How often this replica looks for temp files of uploads whose process died. Their locks
-/// decide, not their age (see `index::upload::sweep_stale`).
-const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
-
-/// A temp file younger than this is spared: its upload may not have locked it yet.
-const SWEEP_MIN_AGE: Duration = Duration::from_secs(60);
 
 /// What a 503 for a full upload or download queue tells the client to wait.
 pub(crate) const RETRY_AFTER_SECS: u32 = 5;
@@ -261,26 +253,14 @@ pub enum LaunchError {
 /// Runs the server until SIGTERM or Ctrl-C, then gives in-flight requests the grace period.
 pub async fn launch(config: ServerConfig) -> Result<(), LaunchError> {
     warden::raise_open_files_limit();
-    let upload_dir = config.index.roots[0].clone();
-    match sweep_stale(&upload_dir, SWEEP_MIN_AGE) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("removed {n} temp file(s) of uploads whose process died"),
-        Err(err) => tracing::warn!("sweeping {}: {err}", upload_dir.display()),
-    }
-    rocket::tokio::spawn(async move {
-        let mut every = rocket::tokio::time::interval(SWEEP_INTERVAL);
-        every.tick().await;
-        loop {
-            every.tick().await;
-            let dir = upload_dir.clone();
-            let _ =
-                rocket::tokio::task::spawn_blocking(move || sweep_stale(&dir, SWEEP_MIN_AGE)).await;
-        }
-    });
     let in_flight = in_flight::InFlight::default();
     let limits = config.limits;
     let peers = in_flight.peers.clone();
-    let rocket = build_with(&config, in_flight.clone())?
+    let rocket = build_with(&config, in_flight.clone())?;
+    if let Some(app) = rocket.state::<App>() {
+        app.index.start_sweeping();
+    }
+    let rocket = rocket
         // The port is known once bound (it may have been 0).
         .attach(rocket::fairing::AdHoc::on_liftoff(
             "connection warden",

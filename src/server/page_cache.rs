@@ -117,10 +117,10 @@ impl RenderedPage {
 /// unchanged file keeps the snapshot's `Arc` from one request to the next.
 fn same_versions(kept: &[Arc<DistFile>], listed: &[Arc<DistFile>]) -> bool {
     kept.len() == listed.len()
-        && kept.iter().zip(listed).all(|(kept, listed)| {
-            Arc::ptr_eq(kept, listed)
-                || (kept.path == listed.path && kept.identity == listed.identity)
-        })
+        && kept
+            .iter()
+            .zip(listed)
+            .all(|(kept, listed)| Arc::ptr_eq(kept, listed) || kept.same_version(listed))
 }
 
 impl ProjectPages {

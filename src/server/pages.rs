@@ -235,9 +235,7 @@ pub(crate) async fn download(
         let wheel = wheel.to_owned();
         let bytes = blocking(move || -> std::io::Result<Option<Vec<u8>>> {
             match index.find(&wheel)? {
-                Some(file) if file.name.kind() == DistKind::Wheel => {
-                    absent_if_unreadable(index.core_metadata(&file))
-                }
+                Some(file) if file.name.kind() == DistKind::Wheel => index.core_metadata(&file),
                 _ => Ok(None),
             }
         })
@@ -251,11 +249,11 @@ pub(crate) async fn download(
     let index = app.index.clone();
     let lookup = relative.clone();
     let opened = blocking(move || -> std::io::Result<_> {
-        let Some(found) = index.find(&lookup)? else {
+        let Some(opened) = index.open_file(&lookup)? else {
             return Ok(None);
         };
-        let opened = absent_if_unreadable(FileBody::open(&found.path).map(Some))?;
-        Ok(opened.map(|(body, identity)| (body, found.name.filename().to_owned(), identity)))
+        let (body, identity) = FileBody::of(opened.file, opened.identity)?;
+        Ok(Some((body, opened.filename, identity)))
     })
     .await?;
     let (body, filename, identity) = opened.ok_or_else(not_found)?;
@@ -271,23 +269,6 @@ pub(crate) async fn download(
         cache_control: app.settings.cache_control,
         slot,
     }))
-}
-
-/// A file removed since it was found is answered as if it had never been there, and so is
-/// one the server may not read: every listing leaves such a file out, so a download of it must
-/// not be a server error either.
-fn absent_if_unreadable<T>(result: std::io::Result<Option<T>>) -> std::io::Result<Option<T>> {
-    match result {
-        Err(err)
-            if matches!(
-                err.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-            ) =>
-        {
-            Ok(None)
-        }
-        other => other,
-    }
 }
 
 /// A slot for a streamed download: each one holds about 1.5 MiB of buffers while its client
