@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use common::privileged;
 use common::replica::Replica;
 use common::{
-    json_body, multipart, sha256_hex, text, upload_fields, wheel, wheel_filename, SIMPLE_JSON,
+    json_body, multipart, sha256_hex, sha256_links, text, upload_fields, upload_wheel, wheel,
+    wheel_filename, SIMPLE_JSON,
 };
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
@@ -100,7 +101,13 @@ impl Cluster {
     }
 
     fn upload(&self, via: usize, project: &str, version: &str, bytes: &[u8]) -> StatusCode {
-        upload(&self.client, self.replica(via), project, version, bytes)
+        upload_wheel(
+            &self.client,
+            &self.replica(via).url(),
+            None,
+            (project, version),
+            bytes,
+        )
     }
 
     fn remove(&self, via: usize, project: &str, version: &str) -> StatusCode {
@@ -163,28 +170,6 @@ impl Cluster {
             );
         }
     }
-}
-
-fn upload(
-    client: &Client,
-    replica: &Replica,
-    project: &str,
-    version: &str,
-    bytes: &[u8],
-) -> StatusCode {
-    let filename = wheel_filename(project, version);
-    let sha = sha256_hex(bytes);
-    let (content_type, body) = multipart(
-        &upload_fields(project, version, &sha),
-        Some((&filename, bytes)),
-    );
-    client
-        .post(format!("{}/", replica.url()))
-        .header("Content-Type", content_type)
-        .body(body)
-        .send()
-        .unwrap()
-        .status()
 }
 
 /// What one replica shows, in a form that compares with what the directory holds.
@@ -283,11 +268,11 @@ impl Shown {
             let listed = if html.status() == StatusCode::NOT_FOUND {
                 BTreeMap::new()
             } else {
-                links(&html.text().unwrap())
+                sha256_links(&html.text().unwrap())
             };
             html_pages.insert((*project).to_owned(), listed);
         }
-        let all_files = links(
+        let all_files = sha256_links(
             &client
                 .get(format!("{url}/packages/"))
                 .send()
@@ -320,19 +305,6 @@ impl Shown {
             metadata,
         }
     }
-}
-
-/// `href="...name#sha256=hex"` links of an HTML page, as filename -> hex.
-fn links(html: &str) -> BTreeMap<String, String> {
-    html.split("href=\"")
-        .skip(1)
-        .filter_map(|rest| {
-            let href = &rest[..rest.find('"')?];
-            let (path, fragment) = href.split_once("#sha256=")?;
-            let filename = path.rsplit('/').next()?;
-            Some((filename.to_owned(), fragment.to_owned()))
-        })
-        .collect()
 }
 
 fn filename_of(path: &str) -> &str {

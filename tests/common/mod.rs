@@ -145,6 +145,42 @@ pub fn assert_metadata_only(log: &str, wheel: &str) {
     );
 }
 
+/// filename -> sha256 of the `href="...name#sha256=hex"` links of a simple page.
+pub fn sha256_links(html: &str) -> std::collections::BTreeMap<String, String> {
+    html.split("href=\"")
+        .skip(1)
+        .filter_map(|rest| {
+            let href = &rest[..rest.find('"')?];
+            let (path, fragment) = href.split_once("#sha256=")?;
+            Some((path.rsplit('/').next()?.to_owned(), fragment.to_owned()))
+        })
+        .collect()
+}
+
+/// Uploads `bytes` as the wheel of `project` `version` to the server at `url`, as twine does,
+/// with its sha256; the answer's status.
+pub fn upload_wheel(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    credentials: Option<(&str, &str)>,
+    (project, version): (&str, &str),
+    bytes: &[u8],
+) -> reqwest::StatusCode {
+    let filename = wheel_filename(project, version);
+    let (content_type, body) = multipart(
+        &upload_fields(project, version, &sha256_hex(bytes)),
+        Some((&filename, bytes)),
+    );
+    let mut request = client
+        .post(format!("{url}/"))
+        .header("Content-Type", content_type)
+        .body(body);
+    if let Some((user, password)) = credentials {
+        request = request.basic_auth(user, Some(password));
+    }
+    request.send().expect("POST an upload").status()
+}
+
 /// Leaves out of a server's environment every user the developer's shell may define
 /// (`WHEELHOUSE_USERNAME`, `WHEELHOUSE_PASSWORD` and their `_<SUFFIX>` pairs): a test gives the
 /// users it means, and no others.

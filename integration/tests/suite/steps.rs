@@ -16,8 +16,8 @@ use crate::cluster::{start_cluster, Aws, Cluster, Mode};
 use crate::common::python::{build_project, run_ok, tool, uv, venv, Dists};
 use crate::common::replica::workspace_binary;
 use crate::common::{
-    assert_metadata_only, json_body, multipart, sha256_hex, text, upload_fields, wheel,
-    wheel_filename, SIMPLE_JSON,
+    assert_metadata_only, json_body, multipart, sha256_hex, sha256_links, text, upload_fields,
+    upload_wheel, wheel, wheel_filename, SIMPLE_JSON,
 };
 use crate::localstack;
 
@@ -169,15 +169,7 @@ impl Scenario {
         if resp.status() == StatusCode::NOT_FOUND {
             return BTreeMap::new();
         }
-        let html = resp.text().expect("the page");
-        html.split("href=\"")
-            .skip(1)
-            .filter_map(|rest| {
-                let href = &rest[..rest.find('"')?];
-                let (path, hash) = href.split_once("#sha256=")?;
-                Some((path.rsplit('/').next()?.to_owned(), hash.to_owned()))
-            })
-            .collect()
+        sha256_links(&resp.text().expect("the page"))
     }
 
     fn download(&self, replica: usize, filename: &str) -> Option<Vec<u8>> {
@@ -207,20 +199,13 @@ impl Scenario {
 
     fn upload(&self, replica: usize, version: &str, bytes: &[u8]) -> StatusCode {
         let (user, password) = self.credentials();
-        let filename = wheel_filename(PROJECT, version);
-        let sha = sha256_hex(bytes);
-        let (content_type, body) = multipart(
-            &upload_fields(PROJECT, version, &sha),
-            Some((&filename, bytes)),
-        );
-        self.client
-            .post(format!("{}/", self.cluster().url(replica)))
-            .basic_auth(user, Some(password))
-            .header("Content-Type", content_type)
-            .body(body)
-            .send()
-            .expect("POST an upload")
-            .status()
+        upload_wheel(
+            &self.client,
+            &self.cluster().url(replica),
+            Some((user, password)),
+            (PROJECT, version),
+            bytes,
+        )
     }
 }
 
