@@ -10,8 +10,8 @@
 //! `tests/common/privileged.rs`); without it they are listed as ignored and named on stderr.
 //! `aws` runs the release checklist against a real account instead (see `acceptance`).
 //!
-//! Run with `cargo test --workspace` (which builds the binaries this suite starts) or, after a
-//! `cargo build --workspace`, `cargo test -p wheelhouse-integration`.
+//! Run with `cargo test --workspace`, or alone with `cargo test --workspace --test suite`
+//! (`--workspace` builds the binaries this suite starts, with the features the rest uses).
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
