@@ -6,7 +6,7 @@ let
   inherit (pkgs) lib;
   inherit (build) craneLib src commonArgs cargoArtifacts;
 
-  anyTest = names: lib.concatMapStringsSep " | " (name: "test(=${name})") names;
+  anyTest = names: lib.concatMapStringsSep " | " (name: "test(=e2e::${name})") names;
 
   # The tests of e2e.rs that drive pip, uv, twine and build, which come from a venv made from
   # PyPI (tests/common/python.rs). The other tests of e2e.rs use the binary alone and run;
@@ -22,11 +22,11 @@ let
   # no Docker. `cargo test --workspace` (.ci/run) still runs them all.
   outsideTheSandbox = [
     # LocalStack runs from a venv pip-installed from PyPI (tests/localstack/mod.rs).
-    "binary(=deploy_localstack)"
-    "(binary(=e2e) & (${anyTest e2eWithClients}))"
+    "(binary(=deploy_suite) & test(/^deploy_localstack::/))"
+    "(binary(=server_suite) & (${anyTest e2eWithClients}))"
     # cfn-lint comes from a venv made from PyPI; the cfn-lint check below lints the same
     # templates with nixpkgs' cfn-lint.
-    "(binary(=template) & test(=cfn_lint_is_clean))"
+    "(binary(=deploy_suite) & test(=template::cfn_lint_is_clean))"
     # The one-second-timestamp test of consistency.rs (root, a loop device) runs only with
     # WHEELHOUSE_PRIVILEGED_TESTS=1 and says so otherwise: the sandbox leaves it unset.
     # LocalStack plus, where there is one, a Docker engine: `nix run .#integration`.

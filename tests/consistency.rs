@@ -2,7 +2,7 @@
 //! whatever one replica acknowledged, or a person did to the directory by hand, every replica
 //! reflects at the very next request; nothing half-written is ever listed or served.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;

@@ -4,7 +4,7 @@
 //! role of a fresh account; deletion protection released by `destroy`; every preflight
 //! failure of a wrong network.
 
-mod aws_mock;
+use crate::aws_mock;
 
 use std::time::Duration;
 

@@ -4,8 +4,8 @@
 //! LocalStack really creates some of the stack's resource types and only pretends to create
 //! others; the assertions here are on what it really creates (see the README).
 
-mod common;
-mod localstack;
+use crate::common;
+use crate::localstack;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

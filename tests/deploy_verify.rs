@@ -2,8 +2,8 @@
 //! directory, and every AWS row, passing and failing, against wiremock stand-ins of ECS,
 //! ELBv2, EFS, Backup and CloudWatch.
 
-mod aws_mock;
-mod common;
+use crate::aws_mock;
+use crate::common;
 
 use wiremock::matchers::{body_string_contains, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};

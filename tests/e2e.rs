@@ -2,7 +2,7 @@
 //! (pip, uv, twine, build) from a Python venv that this harness creates from
 //! `tests/python/clients.txt`.
 
-mod common;
+use crate::common;
 #[path = "e2e/hostile.rs"]
 mod hostile;
 

@@ -1,7 +1,7 @@
 //! Every endpoint, status code and error of the server, through Rocket's local client against
 //! real files in a temp directory.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

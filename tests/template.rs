@@ -1,7 +1,7 @@
 //! The appliance's CloudFormation template: a golden file of the example stack, the security
 //! properties asserted on the parsed JSON, and cfn-lint (errors and warnings) on every branch.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
