@@ -1168,6 +1168,7 @@ mod preflight {
 
 /// The command line as a user runs it, against the stand-in or, with no AWS to reach, alone.
 mod command_line {
+    use std::path::Path;
     use std::process::{Command, Output, Stdio};
     use std::time::{Duration, Instant};
 
@@ -1175,31 +1176,18 @@ mod command_line {
     use wiremock::{Mock, MockServer};
 
     use super::{action, ok, reply, stack};
+    use crate::common::text;
 
-    fn deploy(endpoint: &str, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wheelhouse-deploy"));
-        command
-            .args(["--stack", "demo", "--region", "us-east-1"])
-            .args(["--endpoint-url", endpoint])
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("WHEELHOUSE_STACK")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+    /// `wheelhouse-deploy` as the LocalStack tests run it, against `endpoint`, its output kept.
+    fn deploy(endpoint: &str, config: &Path, args: &[&str]) -> Command {
+        let binary = Path::new(env!("CARGO_BIN_EXE_wheelhouse-deploy"));
+        let mut command = crate::localstack::deploy_command(binary, "demo", endpoint, config, args);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         command
     }
 
-    fn text(output: &Output) -> String {
-        format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    }
+    /// A settings file destroy never reads.
+    const NO_SETTINGS: &str = "unused-settings.toml";
 
     /// `sizing` reads only the sizing inputs: a settings file with nothing else is enough,
     /// and no AWS call is made for an instance type the built-in table knows.
@@ -1208,12 +1196,9 @@ mod command_line {
         let dir = tempfile::tempdir().unwrap();
         let settings = dir.path().join("partial.toml");
         std::fs::write(&settings, "instance_type = \"t3.small\"\n").unwrap();
-        let config = settings.to_str().unwrap();
         // Nothing listens there: a call to AWS would fail the command.
         let nowhere = "http://127.0.0.1:9";
-        let small = deploy(nowhere, &["--config", config, "sizing"])
-            .output()
-            .unwrap();
+        let small = deploy(nowhere, &settings, &["sizing"]).output().unwrap();
         assert!(small.status.success(), "{}", text(&small));
         let small = String::from_utf8_lossy(&small.stdout).into_owned();
         assert!(small.contains("tasks per instance"), "{small}");
@@ -1221,7 +1206,8 @@ mod command_line {
 
         let large = deploy(
             nowhere,
-            &["--config", config, "sizing", "--instance-type", "m7g.large"],
+            &settings,
+            &["sizing", "--instance-type", "m7g.large"],
         )
         .output()
         .unwrap();
@@ -1264,7 +1250,9 @@ mod command_line {
             .with_priority(1)
             .mount(&server)
             .await;
-        let declined = deploy(&endpoint, &["destroy"]).output().unwrap();
+        let declined = deploy(&endpoint, Path::new(NO_SETTINGS), &["destroy"])
+            .output()
+            .unwrap();
         assert_eq!(declined.status.code(), Some(1), "{}", text(&declined));
         assert!(
             text(&declined).contains("pass --yes"),
@@ -1284,7 +1272,9 @@ mod command_line {
             .with_priority(2)
             .mount(&server)
             .await;
-        let failed = deploy(&endpoint, &["destroy", "--yes"]).output().unwrap();
+        let failed = deploy(&endpoint, Path::new(NO_SETTINGS), &["destroy", "--yes"])
+            .output()
+            .unwrap();
         assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
         assert!(text(&failed).contains("DELETE_FAILED"), "{}", text(&failed));
         assert_eq!(deletes(&server).await, 1);
@@ -1299,7 +1289,9 @@ mod command_line {
             .with_priority(3)
             .mount(&server)
             .await;
-        let child = deploy(&endpoint, &["destroy", "--yes"]).spawn().unwrap();
+        let child = deploy(&endpoint, Path::new(NO_SETTINGS), &["destroy", "--yes"])
+            .spawn()
+            .unwrap();
         // Following has begun (and with it the Ctrl-C handler, polled alongside it) once the
         // stack is described after the second delete.
         let deadline = Instant::now() + Duration::from_secs(20);

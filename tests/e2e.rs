@@ -604,14 +604,10 @@ fn serve_one_request(args: &[&str], path: &str) -> (String, String) {
         .unwrap();
     let answered = wait_until(Duration::from_secs(10), || {
         let log = std::fs::read_to_string(&announced).unwrap_or_default();
-        let Some(address) = log
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-        else {
+        let Some(address) = common::replica::announced_address(&log) else {
             return false;
         };
-        client.get(format!("{address}{path}")).send().is_ok()
+        client.get(format!("http://{address}{path}")).send().is_ok()
     });
     // SAFETY: kill only sends a signal to the child this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -40,6 +40,14 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     path
 }
 
+/// The address of the first whole "listening on" line of a server's log: only once the line
+/// is written to its end, not a port cut short mid-write.
+pub fn announced_address(log: &str) -> Option<SocketAddr> {
+    let rest = log.split("listening on http://").nth(1)?;
+    let (line, _) = rest.split_once('\n')?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
 impl Replica {
     /// Starts a replica on a loopback port of its choosing, open to all (`-P . -a .`) unless
     /// `args` say otherwise, with no fallback to PyPI, and waits until it answers.
@@ -169,12 +177,7 @@ impl Replica {
 
     /// The port of the first whole "listening on" line the log has gained since `from`.
     fn announced_port(&self, from: u64) -> Option<u16> {
-        let since = self.log_since(from);
-        let rest = since.split("listening on http://").nth(1)?;
-        // Only once the line is written to its end, not a port cut short mid-write.
-        let (line, _) = rest.split_once('\n')?;
-        let address: SocketAddr = line.split_whitespace().next()?.parse().ok()?;
-        Some(address.port())
+        announced_address(&self.log_since(from)).map(|address| address.port())
     }
 
     /// `--health-endpoint` of the arguments (`--health-endpoint P` or `--health-endpoint=P`),
